@@ -1,0 +1,297 @@
+"""Every error the SDK raises, in one hierarchy.
+
+    OneClickDZError                    base of everything the SDK raises on purpose
+    ├── APIError                       the API answered, with an error: status_code, code, message,
+    │   │                              details, request_id
+    │   ├── AuthenticationError        401 MISSING_ACCESS_TOKEN, INVALID_ACCESS_TOKEN
+    │   │                              (attempts_left)
+    │   ├── PermissionDeniedError      403 KEY_DISABLED, IP_NOT_ALLOWED, INSUFFICIENT_SCOPE
+    │   │   └── IPBlockedError         403 IP_BLOCKED: too many invalid keys from this IP
+    │   ├── NotFoundError              404 NOT_FOUND: unknown product, type, order or path
+    │   ├── InvalidRequestError        400 ERR_VALIDATION (field, value); 405; 413
+    │   ├── InsufficientBalanceError   403 INSUFFICIENT_BALANCE (required, available)
+    │   ├── OutOfStockError            403 OUT_OF_STOCK (requested, available)
+    │   ├── DuplicateRefError          403 DUPLICATED_REF (order_id of the order holding the ref)
+    │   ├── RateLimitError             429 RATE_LIMIT_EXCEEDED (retry_after)
+    │   ├── ServerError                5xx INTERNAL_ERROR, SERVICE_UNAVAILABLE
+    │   └── UnexpectedResponseError    an answer the SDK cannot read: empty, truncated, wrong shape
+    ├── APIConnectionError             no answer at all: refused, reset, dropped (request_sent)
+    │   └── APITimeoutError            no answer in time
+    ├── PlacementUnknownError          placeOrder failed after the request may have reached the
+    │                                  server, so the order may exist (request, cause)
+    ├── PollTimeoutError               a wait ended before the order turned final (last_order)
+    └── InconsistentOrderError         a final order breaks its status's invariants (order)
+
+Retried automatically (see `_base`): APIConnectionError, APITimeoutError, RateLimitError,
+ServerError and an unreadable (empty or truncated) answer. Nothing else is.
+
+No message here ever contains an API key or a card code: the API's own message and details are
+shown, the request's headers and the response's body are not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .models import Order, PlaceOrderRequest
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "DuplicateRefError",
+    "IPBlockedError",
+    "InconsistentOrderError",
+    "InsufficientBalanceError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "OneClickDZError",
+    "OutOfStockError",
+    "PermissionDeniedError",
+    "PlacementUnknownError",
+    "PollTimeoutError",
+    "RateLimitError",
+    "ServerError",
+    "UnexpectedResponseError",
+]
+
+
+class OneClickDZError(Exception):
+    """Base of every error this SDK raises on purpose."""
+
+
+class APIError(OneClickDZError):
+    """The API answered with an error envelope (or an answer that is not one)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        code: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.message = message
+        self.status_code = status_code
+        self.code = code
+        self.details: Mapping[str, Any] = dict(details or {})
+        self.request_id = request_id
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        head = f"{self.code}: {self.message}" if self.code else self.message
+        where = f"HTTP {self.status_code}"
+        if self.request_id:
+            where += f", request {self.request_id}"
+        return f"{head} ({where})"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status_code={self.status_code}, code={self.code!r}, "
+            f"message={self.message!r}, request_id={self.request_id!r})"
+        )
+
+
+class AuthenticationError(APIError):
+    """401: the key is missing or wrong; each wrong key brings this IP closer to a block."""
+
+    @property
+    def attempts_left(self) -> int | None:
+        """How many more invalid keys this IP may send before it is blocked for 15 minutes."""
+        return _int(self.details.get("attemptsLeft"))
+
+
+class PermissionDeniedError(APIError):
+    """403: the key may not do this (disabled, IP not allowed, READ-ONLY scope)."""
+
+
+class IPBlockedError(PermissionDeniedError):
+    """403 IP_BLOCKED: this IP sent too many invalid keys and is blocked for a while."""
+
+
+class NotFoundError(APIError):
+    """404: unknown product, type, order (another account's orders look unknown too) or path."""
+
+
+class InvalidRequestError(APIError):
+    """400 ERR_VALIDATION (and 405, 413): the request itself is wrong; retrying cannot help."""
+
+    @property
+    def field(self) -> str | None:
+        """The offending field, when the API names it."""
+        value = self.details.get("field")
+        return None if value is None else str(value)
+
+    @property
+    def value(self) -> Any:
+        """The offending value, as the API echoes it."""
+        return self.details.get("value")
+
+
+class InsufficientBalanceError(APIError):
+    """403 INSUFFICIENT_BALANCE: the order costs more than the account holds."""
+
+    @property
+    def required(self) -> Decimal | None:
+        """What the request would have cost, in DZD."""
+        return _decimal(self.details.get("required"))
+
+    @property
+    def available(self) -> Decimal | None:
+        """The account's balance, in DZD."""
+        return _decimal(self.details.get("available"))
+
+
+class OutOfStockError(APIError):
+    """403 OUT_OF_STOCK: fewer cards of this type are in stock than requested."""
+
+    @property
+    def requested(self) -> int | None:
+        return _int(self.details.get("requested"))
+
+    @property
+    def available(self) -> int | None:
+        return _int(self.details.get("available"))
+
+
+class DuplicateRefError(APIError):
+    """403 DUPLICATED_REF: this ref already names an order, whose id is `order_id`."""
+
+    @property
+    def order_id(self) -> str | None:
+        value = self.details.get("orderId")
+        return None if value is None else str(value)
+
+
+class RateLimitError(APIError):
+    """429: too many requests for this key; `retry_after` says how long to wait, when known."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kwargs)
+
+
+class ServerError(APIError):
+    """5xx: the API failed or is unavailable; usually transient."""
+
+
+class UnexpectedResponseError(APIError):
+    """An answer the SDK cannot read: an empty or truncated body, or data of the wrong shape.
+
+    `malformed` is true when the body was not JSON at all (likely a cut connection, retried);
+    false when it was JSON of an unexpected shape (not retried: the same answer would come back).
+    """
+
+    def __init__(self, message: str, *, malformed: bool, **kwargs: Any) -> None:
+        self.malformed = malformed
+        super().__init__(message, **kwargs)
+
+
+class APIConnectionError(OneClickDZError):
+    """No answer: the connection failed, was reset, or dropped before a response arrived.
+
+    `request_sent` is false only when the request certainly never left (the connection could not be
+    opened); when it is true the server may have acted on the request.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool) -> None:
+        self.request_sent = request_sent
+        super().__init__(message)
+
+
+class APITimeoutError(APIConnectionError):
+    """No answer within the timeout."""
+
+
+class PlacementUnknownError(OneClickDZError):
+    """placeOrder failed after the request may have reached the server: the order may exist.
+
+    Without a `ref` the SDK never sends placeOrder twice, so it cannot tell; with a `ref` it
+    retried and still got no answer. Reconcile before buying again: look for the order in
+    `list_orders()` (by time, product and quantity), or place again with the same `ref` and read
+    `DuplicateRefError.order_id`. `request` holds what was sent; `__cause__` the failure.
+    """
+
+    def __init__(self, request: PlaceOrderRequest, cause: OneClickDZError) -> None:
+        self.request = request
+        self.cause = cause
+        ref = f"ref {request.ref!r}" if request.ref else "no ref"
+        advice = (
+            "place it again with the same ref to learn its id"
+            if request.ref
+            else "it was not retried because it had no ref; look for it in list_orders()"
+        )
+        super().__init__(
+            f"placeOrder may or may not have created an order (product {request.product_id}, "
+            f"type {request.type_id}, quantity {request.quantity}, {ref}): "
+            f"{type(cause).__name__}: {cause}; {advice}"
+        )
+
+
+class PollTimeoutError(OneClickDZError):
+    """A wait ended (attempts or time used up) before the order turned final.
+
+    The order is not lost: `last_order` is the last state seen (None if no check succeeded) and
+    the order can be waited for again later.
+    """
+
+    def __init__(
+        self,
+        order_id: str,
+        last_order: Order | None,
+        *,
+        attempts: int,
+        elapsed: float,
+        last_error: OneClickDZError | None = None,
+    ) -> None:
+        self.order_id = order_id
+        self.last_order = last_order
+        self.attempts = attempts
+        self.elapsed = elapsed
+        self.last_error = last_error
+        if last_order is None:
+            state = "never read successfully"
+        else:
+            status = str(last_order.status)
+            known = "" if last_order.has_known_status else " (a status unknown to this SDK)"
+            state = f"still {status}{known}"
+        tail = f"; last error: {type(last_error).__name__}" if last_error is not None else ""
+        super().__init__(
+            f"order {order_id} {state} after {attempts} check(s) in {elapsed:.1f} s{tail}"
+        )
+
+
+class InconsistentOrderError(OneClickDZError):
+    """A final order breaks the invariants of its status; it is not turned into an Outcome.
+
+    Nothing is delivered or accounted from such an order: a card is never dropped or invented.
+    The message names the broken rule, never a card code.
+    """
+
+    def __init__(self, order: Order, problem: str) -> None:
+        self.order = order
+        self.problem = problem
+        super().__init__(f"order {order.id} is {order.status}: {problem}")
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
