@@ -36,6 +36,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -
         text=True,
         env={**os.environ, **(env or {})},
         timeout=60,
+        check=False,
     )
     if check and proc.returncode != 0:
         raise RuntimeError(

@@ -1,0 +1,300 @@
+"""The service layer: each API operation as one method, from validated input to response data.
+
+Routes call these with the caller's key and the raw request parts; the methods validate, call
+the domain (orders, ledger, catalog) through the store, and return the `data` of the envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from oneclickdz.server import orders
+from oneclickdz.server.auth import Authenticator, masked_key
+from oneclickdz.server.errors import not_found, validation
+from oneclickdz.server.formats import iso, money, object_id, parse_iso
+from oneclickdz.server.fulfilment import Fulfilment
+from oneclickdz.server.store import KeyRecord, OrderRecord, Store, TimeRange
+from oneclickdz.server.vault import Vault
+
+log = logging.getLogger("oneclickdz.server.orders")
+
+OPERATORS = {"mobilis": "up", "ooredoo": "up", "djezzy": "up", "mobilisFixedPlans": "up"}
+
+
+@dataclass(frozen=True)
+class Page:
+    number: int
+    size: int
+    window: TimeRange
+
+    @property
+    def offset(self) -> int:
+        return (self.number - 1) * self.size
+
+    def render(self, items: list[Any], total: int) -> dict[str, Any]:
+        return {
+            "items": items,
+            "pagination": {
+                "page": self.number,
+                "pageSize": self.size,
+                "totalPages": math.ceil(total / self.size),
+                "totalResults": total,
+            },
+        }
+
+
+class Backend:
+    """Everything a route needs: the store, the vault, the key checks and the fulfilment queue."""
+
+    def __init__(
+        self,
+        store: Store,
+        vault: Vault,
+        authenticator: Authenticator,
+        fulfilment: Fulfilment,
+        rng: random.Random,
+        fulfill_delay: tuple[float, float],
+    ) -> None:
+        self.store = store
+        self.vault = vault
+        self.auth = authenticator
+        self.fulfilment = fulfilment
+        self.rng = rng
+        self.fulfill_delay = fulfill_delay
+
+    # -- core --------------------------------------------------------------------------------
+
+    def ping(self) -> dict[str, Any]:
+        return {"api": "ok", "operators": dict(OPERATORS)}
+
+    def validate(self, key: KeyRecord) -> dict[str, Any]:
+        return {
+            "username": key.account_name,
+            "apiKey": {
+                "key": masked_key(key.hint),
+                "isEnabled": key.enabled,
+                "type": key.env,
+                "allowedips": list(key.allowed_ips),
+                "scope": key.scope,
+            },
+        }
+
+    # -- account -----------------------------------------------------------------------------
+
+    def balance(self, key: KeyRecord) -> dict[str, Any]:
+        cents = self.store.reader().balance(key.account_id, key.env)
+        return {"balance": money(cents), "currency": "DZD"}
+
+    def transactions(self, key: KeyRecord, query: Mapping[str, str]) -> dict[str, Any]:
+        page = parse_page(query, both_ends=True)
+        records, total = self.store.reader().transactions(
+            key.account_id, key.env, page.window, page.size, page.offset
+        )
+        items = [
+            {
+                "_id": r.id,
+                "type": r.type,
+                "operation": r.operation,
+                "amount": money(r.amount_cents),
+                "oldBalance": money(r.old_balance_cents),
+                "newBalance": money(r.new_balance_cents),
+                "objid": r.objid,
+                "note": r.note,
+                "time": r.time,
+            }
+            for r in records
+        ]
+        return page.render(items, total)
+
+    # -- catalog -----------------------------------------------------------------------------
+
+    def catalog(self) -> tuple[dict[str, Any], dict[str, int]]:
+        """The catalog's data, and its totals (shown in `meta` and beside `success`)."""
+        categories: dict[str, list[dict[str, Any]]] = {}
+        for product in self.store.reader().catalog():
+            item: dict[str, Any] = {
+                "id": product.id,
+                "title": product.title,
+                "enabled": product.enabled,
+            }
+            if product.region is not None:
+                item["region"] = product.region
+            categories.setdefault(product.category, []).append(item)
+        data = {
+            "categories": [
+                {"name": name, "title": name, "products": products}
+                for name, products in categories.items()
+            ]
+        }
+        totals = {
+            "totalCategories": len(categories),
+            "totalProducts": sum(len(p) for p in categories.values()),
+        }
+        return data, totals
+
+    def check_product(self, key: KeyRecord, product_id: str) -> dict[str, Any]:
+        reader = self.store.reader()
+        product = reader.product(product_id)
+        if product is None:
+            raise not_found(f"Product '{product_id}' not found")
+        types = reader.product_types(product_id)
+        stock = reader.unsold_counts(product_id) if key.env == "PRODUCTION" else {}
+        return {
+            "productId": product.id,
+            "productTitle": product.title,
+            "types": [
+                {
+                    "id": t.id,
+                    "name": t.name,
+                    "price": money(t.price_cents),
+                    "quantity": (
+                        0
+                        if not product.enabled
+                        else t.sandbox_stock
+                        if key.env == "SANDBOX"
+                        else stock.get(t.id, 0)
+                    ),
+                }
+                for t in types
+            ],
+        }
+
+    # -- orders ------------------------------------------------------------------------------
+
+    async def place_order(self, key: KeyRecord, body: Any) -> dict[str, Any]:
+        cmd = parse_place_order(body)
+        now = time.time()
+        low, high = self.fulfill_delay
+        due_at = now + self.rng.uniform(low, high)
+        order = await self.store.write(
+            partial(orders.place, key=key, cmd=cmd, order_id=object_id(), now=iso(now),
+                    due_at=due_at)
+        )  # fmt: skip
+        self.fulfilment.schedule(order.id, order.due_at)
+        log.info(
+            "order placed",
+            extra={"orderId": order.id, "env": order.env, "product": order.product_id,
+                   "type": order.type_id, "quantity": order.quantity},
+        )  # fmt: skip
+        data = {"orderId": order.id}
+        if order.ref is not None:
+            data["orderRef"] = order.ref
+        return data
+
+    def check_order(self, key: KeyRecord, order_id: str) -> dict[str, Any]:
+        found = self.store.reader().order_with_cards(order_id)
+        if found is None or found[0].account_id != key.account_id or found[0].env != key.env:
+            raise not_found(f"Order '{order_id}' not found")
+        return self.order_view(*found)
+
+    def list_orders(self, key: KeyRecord, query: Mapping[str, str]) -> dict[str, Any]:
+        page = parse_page(query, both_ends=False)
+        reader = self.store.reader()
+        records, total = reader.orders(key.account_id, key.env, page.window, page.size, page.offset)
+        secrets = reader.cards_secrets_for_orders([o.id for o in records if o.fulfilled_quantity])
+        return page.render([self.order_view(o, secrets.get(o.id, [])) for o in records], total)
+
+    def order_view(self, order: OrderRecord, sealed_cards: list[bytes]) -> dict[str, Any]:
+        """An order as checkOrder shows it: HANDLING without the outcome fields, final with."""
+        view: dict[str, Any] = {
+            "_id": order.id,
+            "status": order.status,
+            "quantity": order.quantity,
+            "product": order.product_id,
+            "type": order.type_id,
+            "time": order.time,
+        }
+        if order.ref is not None:
+            view["ref"] = order.ref
+        if order.status != orders.HANDLING:
+            fulfilled = order.fulfilled_quantity or 0
+            context = orders.card_context(order.product_id, order.type_id)
+            cards = []
+            for sealed in sealed_cards:
+                value, serial = self.vault.open_card(sealed, context)
+                cards.append({"value": value, "serial": serial})
+            view["fulfilled_quantity"] = fulfilled
+            view["fulfilled_amount"] = money(fulfilled * order.price_cents)
+            view["price_per_card"] = money(order.price_cents)
+            view["cards"] = cards
+        return view
+
+
+# -- request parsing -----------------------------------------------------------------------
+
+
+def parse_place_order(body: Any) -> orders.PlaceOrder:
+    """Validate a placeOrder body, naming the first field at fault as the docs' AJV errors do."""
+    if not isinstance(body, dict):
+        raise validation("body", None, "body must be object")
+    for field in ("productId", "typeId", "quantity"):
+        if field not in body:
+            raise validation(field, None, f"body must have required property '{field}'")
+    for field in ("productId", "typeId"):
+        value = body[field]
+        if not isinstance(value, str):
+            raise validation(field, value, f"body/{field} must be string")
+        if not value.strip() or len(value) > 200:
+            raise validation(field, value, f"body/{field} must be a non-empty id")
+    quantity = body["quantity"]
+    if isinstance(quantity, bool) or not isinstance(quantity, int):
+        raise validation("quantity", quantity, "body/quantity must be integer")
+    if quantity < 1:
+        raise validation("quantity", quantity, "body/quantity must be >= 1")
+    if quantity > orders.MAX_QUANTITY:
+        raise validation("quantity", quantity, f"body/quantity must be <= {orders.MAX_QUANTITY}")
+    ref = body.get("ref")
+    if ref is not None:
+        if not isinstance(ref, str):
+            raise validation("ref", ref, "body/ref must be string")
+        if not ref or len(ref) > orders.MAX_REF_LENGTH:
+            raise validation(
+                "ref", ref, f"body/ref must be 1 to {orders.MAX_REF_LENGTH} characters"
+            )
+    return orders.PlaceOrder(body["productId"], body["typeId"], quantity, ref)
+
+
+def parse_page(query: Mapping[str, str], *, both_ends: bool) -> Page:
+    number = _int_param(query, "page", 1, 1, None)
+    size = _int_param(query, "pageSize", 20, 1, 100)
+    start, end = query.get("from"), query.get("to")
+    if both_ends and (start is None) != (end is None):
+        missing = "to" if end is None else "from"
+        raise validation(missing, None, "querystring must have both 'from' and 'to'")
+    window = TimeRange(_time_param("from", start), _time_param("to", end))
+    if window.start and window.end and window.start > window.end:
+        raise validation("from", start, "querystring/from must not be after 'to'")
+    return Page(number, size, window)
+
+
+def _int_param(
+    query: Mapping[str, str], name: str, default: int, low: int, high: int | None
+) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise validation(name, raw, f"querystring/{name} must be integer") from None
+    if value < low:
+        raise validation(name, raw, f"querystring/{name} must be >= {low}")
+    if high is not None and value > high:
+        raise validation(name, raw, f"querystring/{name} must be <= {high}")
+    return value
+
+
+def _time_param(name: str, raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return parse_iso(raw)
+    except ValueError:
+        raise validation(name, raw, f"querystring/{name} must be an ISO-8601 date-time") from None

@@ -1,0 +1,184 @@
+"""Fault injection for testing clients: off unless `--faults` names rules.
+
+A rule is `route:rate:fault[:xN]`: on requests to `route` (a route name such as `checkOrder`,
+or `*`), with probability `rate`, answer with `fault` instead — `429[=S]` (with `Retry-After: S`),
+`500`, `503`, `delay=S` (answer normally after S seconds), `reset` (drop the connection before
+handling), `reset-after` (handle — e.g. place the order — then drop the connection), `empty`
+(200, empty body) or `malformed` (200, truncated JSON). `xN` stops the rule after N hits.
+Every draw comes from the service's seeded generator, so a seed replays the same faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from oneclickdz.server.errors import ServiceError, rate_limited
+
+log = logging.getLogger("oneclickdz.server.faults")
+
+ROUTE_NAMES = frozenset(
+    {"ping", "validate", "balance", "transactions", "catalog", "checkProduct", "placeOrder",
+     "checkOrder", "list"}
+)  # fmt: skip
+_STATUS = {
+    500: ("INTERNAL_ERROR", "Internal server error (injected fault)"),
+    503: ("SERVICE_UNAVAILABLE", "Service temporarily unavailable (injected fault)"),
+}
+
+
+@dataclass
+class FaultRule:
+    route: str
+    rate: float
+    kind: str  # "status", "delay", "reset", "reset-after", "empty", "malformed"
+    status: int = 0
+    seconds: float = 0.0
+    limit: int | None = None
+    hits: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.route}:{self.rate}:{self.kind}"
+
+
+def parse_faults(text: str) -> list[FaultRule]:
+    """Parse `--faults`; a rule that does not parse is an error naming it, never ignored."""
+    rules = []
+    for raw in filter(None, (part.strip() for part in text.split(","))):
+        parts = raw.split(":")
+        if len(parts) not in (3, 4):
+            raise ValueError(f"fault rule {raw!r}: expected route:rate:fault[:xN]")
+        route, rate_text, fault = parts[0], parts[1], parts[2]
+        if route != "*" and route not in ROUTE_NAMES:
+            raise ValueError(
+                f"fault rule {raw!r}: unknown route {route!r} "
+                f"(one of {', '.join(sorted(ROUTE_NAMES))} or *)"
+            )
+        try:
+            rate = float(rate_text)
+        except ValueError:
+            rate = -1.0
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"fault rule {raw!r}: rate must be a number from 0 to 1")
+        rule = _parse_fault(raw, route, rate, fault)
+        if len(parts) == 4:
+            count = parts[3]
+            if not (count.startswith("x") and count[1:].isdigit() and int(count[1:]) > 0):
+                raise ValueError(f"fault rule {raw!r}: the limit must look like x3")
+            rule.limit = int(count[1:])
+        rules.append(rule)
+    return rules
+
+
+def _parse_fault(raw: str, route: str, rate: float, fault: str) -> FaultRule:
+    name, _, arg = fault.partition("=")
+    try:
+        if name == "429":
+            return FaultRule(route, rate, "status", 429, float(arg or 1))
+        if name in ("500", "503") and not arg:
+            return FaultRule(route, rate, "status", int(name))
+        if name == "delay":
+            return FaultRule(route, rate, "delay", seconds=float(arg))
+        if name in ("reset", "reset-after", "empty", "malformed") and not arg:
+            return FaultRule(route, rate, name)
+    except ValueError:
+        pass
+    raise ValueError(
+        f"fault rule {raw!r}: fault must be 429[=S], 500, 503, delay=S, reset, reset-after, "
+        "empty or malformed"
+    )
+
+
+class FaultInjector:
+    """ASGI middleware applying the rules, outside the app so faults look like the network."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        rules: list[FaultRule],
+        rng: random.Random,
+        route_name: Callable[[Scope], str | None],
+        error_response: Callable[[ServiceError], ASGIApp],
+    ) -> None:
+        self.app = app
+        self.rules = rules
+        self.rng = rng
+        self.route_name = route_name
+        self.error_response = error_response
+
+    def pick(self, route: str | None) -> FaultRule | None:
+        for rule in self.rules:
+            if rule.route not in ("*", route):
+                continue
+            if rule.limit is not None and rule.hits >= rule.limit:
+                continue
+            if self.rng.random() < rule.rate:
+                rule.hits += 1
+                return rule
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rule = self.pick(self.route_name(scope))
+        if rule is None:
+            await self.app(scope, receive, send)
+            return
+        log.info("fault injected", extra={"fault": str(rule), "path": scope["path"]})
+        if rule.kind == "delay":
+            await asyncio.sleep(rule.seconds)
+            await self.app(scope, receive, send)
+        elif rule.kind == "status":
+            error = (
+                rate_limited(max(1, round(rule.seconds)), "Too many requests (injected fault)")
+                if rule.status == 429
+                else ServiceError(rule.status, *_STATUS[rule.status], {"injected": True})
+            )
+            await self.error_response(error)(scope, receive, send)
+        elif rule.kind == "reset":
+            await drop_connection(scope, send)
+        elif rule.kind == "reset-after":
+
+            async def swallow(message: Message) -> None:
+                return None
+
+            await self.app(scope, receive, swallow)
+            await drop_connection(scope, send)
+        else:
+            body = b"" if rule.kind == "empty" else b'{"success": true, "data": {"orderId": "6'
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+
+async def drop_connection(scope: Scope, send: Send) -> None:
+    """Close the client's connection without a response, as a network failure would.
+
+    uvicorn's `send` belongs to the connection's request cycle, which holds the transport;
+    aborting it resets the TCP connection. Elsewhere, start a response and fail it, which makes
+    the server close the connection mid-response.
+    """
+    raw_send: Any = scope.get("oneclickdz.raw_send", send)
+    transport = getattr(getattr(raw_send, "__self__", None), "transport", None)
+    if isinstance(transport, asyncio.BaseTransport):
+        transport.abort()  # type: ignore[attr-defined]
+        for _ in range(3):  # let the server see the connection is gone
+            await asyncio.sleep(0)
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    raise ConnectionAbortedError("connection dropped (injected fault)")

@@ -1,0 +1,91 @@
+"""Fulfilment workers: turn HANDLING orders final when their persisted due time comes.
+
+Due times live in the database, so the queue is rebuilt from it at start-up: orders left
+HANDLING by a stopped service are finished after it restarts. Orders due together are finished
+together (the store commits them as one group); a failure puts the order back a second later,
+so no order is ever dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+import time
+from functools import partial
+
+from oneclickdz.server import orders
+from oneclickdz.server.formats import now_iso
+from oneclickdz.server.store import Store
+from oneclickdz.server.vault import Vault
+
+log = logging.getLogger("oneclickdz.server.fulfilment")
+
+MAX_BATCH = 512
+RETRY_DELAY = 1.0
+
+
+class Fulfilment:
+    def __init__(self, store: Store, vault: Vault, rng: random.Random) -> None:
+        self._store = store
+        self._vault = vault
+        self._rng = rng
+        self._heap: list[tuple[float, str]] = []
+        self._wake = asyncio.Event()
+        self.finished = 0
+
+    def load(self) -> int:
+        """Queue every order the database holds as HANDLING; returns how many."""
+        self._heap = list(self._store.reader().handling_orders())
+        heapq.heapify(self._heap)
+        return len(self._heap)
+
+    def schedule(self, order_id: str, due_at: float) -> None:
+        heapq.heappush(self._heap, (due_at, order_id))
+        if self._heap[0][1] == order_id:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._heap)
+
+    async def run(self) -> None:
+        """Finish orders as they come due, until cancelled."""
+        while True:
+            now = time.time()
+            due: list[str] = []
+            while self._heap and self._heap[0][0] <= now and len(due) < MAX_BATCH:
+                due.append(heapq.heappop(self._heap)[1])
+            if due:
+                # Seeds are drawn here, on the loop, in due order: a seeded run replays.
+                seeds = [self._rng.getrandbits(64) for _ in due]
+                await asyncio.gather(*(self._finish(o, s) for o, s in zip(due, seeds, strict=True)))
+                continue
+            self._wake.clear()
+            timeout = self._heap[0][0] - now if self._heap else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _finish(self, order_id: str, code_seed: int) -> None:
+        try:
+            order = await self._store.write(
+                partial(orders.fulfil, vault=self._vault, order_id=order_id,
+                        code_seed=code_seed, now=now_iso())
+            )  # fmt: skip
+        except Exception:
+            log.exception("fulfilment failed; retrying", extra={"orderId": order_id})
+            self.schedule(order_id, time.time() + RETRY_DELAY)
+            return
+        if order is not None:
+            self.finished += 1
+            log.info(
+                "order final",
+                extra={
+                    "orderId": order.id,
+                    "status": order.status,
+                    "quantity": order.quantity,
+                    "fulfilledQuantity": order.fulfilled_quantity,
+                },
+            )

@@ -1,0 +1,167 @@
+"""Orders: placement (validate, check stock, debit, create — one transaction) and fulfilment
+(deliver cards, record the final state and the refund — one transaction).
+
+Plain functions of a `Tx`: the routes and the fulfilment workers call them through
+`Store.write`, so each runs atomically, serialised against every other write.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, replace
+
+from oneclickdz.server import ledger
+from oneclickdz.server.errors import ServiceError, not_found, validation
+from oneclickdz.server.store import KeyRecord, OrderRecord, Tx
+from oneclickdz.server.vault import Vault
+
+HANDLING = "HANDLING"
+FULFILLED = "FULFILLED"
+PARTIALLY_FILLED = "PARTIALLY_FILLED"
+REFUNDED = "REFUNDED"
+
+TEST_REFUND = "TEST_REFUND"
+TEST_PARTIAL = "TEST_PARTIAL"
+TEST_TYPES = frozenset({TEST_REFUND, TEST_PARTIAL})
+
+MAX_QUANTITY = 100
+MAX_REF_LENGTH = 100
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOrder:
+    """A validated placeOrder request."""
+
+    product_id: str
+    type_id: str
+    quantity: int
+    ref: str | None = None
+
+
+def card_context(product_id: str, type_id: str) -> str:
+    """What a sealed card is bound to: it opens only as a card of this product and type."""
+    return f"{product_id}/{type_id}"
+
+
+def place(
+    tx: Tx, key: KeyRecord, cmd: PlaceOrder, *, order_id: str, now: str, due_at: float
+) -> OrderRecord:
+    """Create the order and debit `quantity × price`, or refuse without changing anything."""
+    if cmd.ref is not None and (existing := tx.order_id_by_ref(key.id, cmd.ref)) is not None:
+        raise ServiceError(
+            403, "DUPLICATED_REF", "This reference ID is already in use", {"orderId": existing}
+        )
+    product = tx.product(cmd.product_id)
+    if product is None:
+        raise not_found(f"Product '{cmd.product_id}' not found")
+    available: int | None
+    if cmd.type_id in TEST_TYPES:
+        types = tx.product_types(product.id)
+        if key.env != "SANDBOX" or not types:
+            raise not_found(f"Type '{cmd.type_id}' not found for product '{product.id}'")
+        if cmd.type_id == TEST_PARTIAL and cmd.quantity < 2:
+            raise validation(
+                "quantity", cmd.quantity, "body/quantity must be >= 2 for TEST_PARTIAL"
+            )
+        price = types[0].price_cents
+        available = None
+    else:
+        ptype = tx.product_type(product.id, cmd.type_id)
+        if ptype is None:
+            raise not_found(f"Type '{cmd.type_id}' not found for product '{product.id}'")
+        price = ptype.price_cents
+        available = (
+            ptype.sandbox_stock
+            if key.env == "SANDBOX"
+            else tx.unsold_count(product.id, cmd.type_id)
+        )
+    if not product.enabled:
+        available = 0
+    if available is not None and cmd.quantity > available:
+        raise ServiceError(
+            403,
+            "OUT_OF_STOCK",
+            "Product out of stock",
+            {"requested": cmd.quantity, "available": available},
+        )
+    ledger.move(
+        tx, key.account_id, key.env, -cmd.quantity * price, "ORDER",
+        f"gift card order {order_id}", now, objid=order_id,
+    )  # fmt: skip
+    order = OrderRecord(
+        id=order_id,
+        account_id=key.account_id,
+        env=key.env,
+        key_id=key.id,
+        ref=cmd.ref,
+        product_id=product.id,
+        type_id=cmd.type_id,
+        quantity=cmd.quantity,
+        price_cents=price,
+        status=HANDLING,
+        fulfilled_quantity=None,
+        time=now,
+        due_at=due_at,
+    )
+    tx.insert_order(order)
+    return order
+
+
+def final_status(quantity: int, delivered: int) -> str:
+    if delivered == quantity:
+        return FULFILLED
+    return PARTIALLY_FILLED if delivered > 0 else REFUNDED
+
+
+def sandbox_quantity(type_id: str, quantity: int) -> int:
+    """How many cards a sandbox order delivers: the documented test types decide."""
+    if type_id == TEST_REFUND:
+        return 0
+    if type_id == TEST_PARTIAL:
+        return quantity // 2
+    return quantity
+
+
+def sandbox_card(code_seed: int, index: int, serial_number: int) -> tuple[str, str]:
+    """A fake card: `SANDBOX-XXXX-XXXX-XXXX` and a numeric serial, unique per card.
+
+    The code is drawn from the service's seeded generator (via `code_seed`) and the serial
+    number, which the database makes unique, so codes replay with the seed yet never repeat.
+    """
+    digest = hashlib.blake2b(f"{code_seed}:{index}:{serial_number}".encode(), digest_size=10)
+    chars = base64.b32encode(digest.digest()).decode()
+    return f"SANDBOX-{chars[0:4]}-{chars[4:8]}-{chars[8:12]}", f"{serial_number:010d}"
+
+
+def fulfil(tx: Tx, vault: Vault, order_id: str, *, code_seed: int, now: str) -> OrderRecord | None:
+    """Turn a HANDLING order final: deliver what can be delivered, refund the rest.
+
+    Returns the final order, or None when it was not HANDLING (already finished elsewhere),
+    which makes running it twice harmless.
+    """
+    order = tx.order(order_id)
+    if order is None or order.status != HANDLING:
+        return None
+    context = card_context(order.product_id, order.type_id)
+    if order.env == "SANDBOX":
+        delivered = sandbox_quantity(order.type_id, order.quantity)
+        first_serial = tx.next_card_id()
+        for index in range(delivered):
+            value, serial = sandbox_card(code_seed, index, first_serial + index)
+            tx.insert_card(
+                order.product_id, order.type_id, vault.seal_card(value, serial, context),
+                vault.fingerprint(value), now, order_id=order.id, position=index,
+            )  # fmt: skip
+    else:
+        delivered = tx.sell_cards(order.product_id, order.type_id, order.id, order.quantity)
+    status = final_status(order.quantity, delivered)
+    if not tx.finish_order(order.id, status, delivered, now):
+        raise RuntimeError(f"order {order.id} changed state during fulfilment")
+    refund = (order.quantity - delivered) * order.price_cents
+    if refund:
+        ledger.move(
+            tx, order.account_id, order.env, refund, "REFUND-ORDER",
+            "refund from cancelled gift card order", now, objid=order.id,
+        )  # fmt: skip
+    return replace(order, status=status, fulfilled_quantity=delivered)

@@ -1,0 +1,120 @@
+"""Assembling and running the service: database, vault, generator, fulfilment, HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
+
+from oneclickdz.server.app import create_app
+from oneclickdz.server.auth import Authenticator, Lockout, RateLimiter
+from oneclickdz.server.backend import Backend
+from oneclickdz.server.catalog import DEFAULT_CATALOG, load_catalog
+from oneclickdz.server.config import ServerConfig
+from oneclickdz.server.faults import parse_faults
+from oneclickdz.server.fulfilment import Fulfilment
+from oneclickdz.server.store import Store, Tx, open_store
+from oneclickdz.server.vault import Vault, load_or_create_key
+
+log = logging.getLogger("oneclickdz.server")
+
+
+def vault_key_file(db_url: str) -> Path | None:
+    """Where a generated vault key lives: beside a SQLite file (elsewhere, use the env var)."""
+    if not db_url.startswith("sqlite:"):
+        return None
+    from oneclickdz.server.store.sqlite import sqlite_path
+
+    path = sqlite_path(db_url)
+    return path.with_name(path.name + ".key")
+
+
+def open_database(db_url: str) -> tuple[Store, Vault]:
+    """Open and migrate the database, check the vault key against it, seed the catalog once."""
+    store = open_store(db_url)
+    try:
+        vault = Vault(load_or_create_key(vault_key_file(db_url)))
+
+        def initialise(tx: Tx) -> None:
+            token = tx.setting("vault_check")
+            if token is None:
+                tx.set_setting("vault_check", vault.check_token())
+            else:
+                vault.verify(token)
+            if tx.setting("catalog_seeded") is None:
+                load_catalog(tx, DEFAULT_CATALOG)
+                tx.set_setting("catalog_seeded", "default")
+
+        store.write_sync(initialise)
+    except BaseException:
+        store.close()
+        raise
+    return store, vault
+
+
+def build(config: ServerConfig) -> tuple[ASGIApp, Backend]:
+    """The service's ASGI app, whose lifespan starts and stops the writer and fulfilment."""
+    faults = parse_faults(config.faults)
+    seed = config.seed if config.seed is not None else secrets.randbits(63)
+    rng = random.Random(seed)
+    store, vault = open_database(config.db_url)
+    authenticator = Authenticator(
+        store,
+        Lockout(config.lockout_attempts, config.lockout_window, config.lockout_duration),
+        RateLimiter(config.rate_limit),
+    )
+    fulfilment = Fulfilment(store, vault, rng)
+    backend = Backend(store, vault, authenticator, fulfilment, rng, config.fulfill_delay)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store.start()
+        resumed = fulfilment.load()
+        worker = asyncio.create_task(fulfilment.run(), name="fulfilment")
+        log.info(
+            "service started",
+            extra={"seed": seed, "db": config.db_url, "resumedOrders": resumed,
+                   "fulfillDelay": list(config.fulfill_delay),
+                   "faults": [str(rule) for rule in faults], "rateLimit": config.rate_limit},
+        )  # fmt: skip
+        try:
+            yield
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+            store.close()
+            log.info("service stopped", extra={"pendingOrders": fulfilment.pending})
+
+    return create_app(backend, faults, lifespan), backend
+
+
+def serve(config: ServerConfig) -> None:
+    """Run the service in this process until interrupted (SIGINT/SIGTERM stop it cleanly)."""
+    import uvicorn
+
+    from oneclickdz.server import logs
+
+    logs.configure(config.log_level)
+    app, _ = build(config)
+    uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_config=None,
+            server_header=False,
+            proxy_headers=False,  # the client address is the peer's; no header may change it
+        )
+    ).run()

@@ -1,0 +1,40 @@
+"""Storage for the service, chosen by database URL."""
+
+from __future__ import annotations
+
+from oneclickdz.server.store.base import (
+    Env,
+    KeyRecord,
+    OrderRecord,
+    ProductRecord,
+    Scope,
+    Store,
+    TimeRange,
+    TransactionRecord,
+    Tx,
+    TypeRecord,
+)
+
+__all__ = [
+    "Env",
+    "KeyRecord",
+    "OrderRecord",
+    "ProductRecord",
+    "Scope",
+    "Store",
+    "TimeRange",
+    "TransactionRecord",
+    "Tx",
+    "TypeRecord",
+    "open_store",
+]
+
+
+def open_store(url: str) -> Store:
+    """Open (and migrate) the database at `url`; only `sqlite:///…` is supported so far."""
+    if url.startswith("sqlite:"):
+        from oneclickdz.server.store.sqlite import SqliteStore
+
+        return SqliteStore(url)
+    scheme = url.split(":", 1)[0]
+    raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:///path/to/file.db")

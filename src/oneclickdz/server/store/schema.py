@@ -1,0 +1,102 @@
+"""Versioned schema migrations: each entry moves the database one version forward, once.
+
+A migration is a list of SQL statements run in one transaction with the version bump, so a
+database is always at exactly one known version. Append new migrations; never edit old ones.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[list[str]] = [
+    # 1: accounts, keys, ledger, catalog, inventory, orders.
+    [
+        """CREATE TABLE accounts (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE balances (
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            env TEXT NOT NULL CHECK (env IN ('SANDBOX', 'PRODUCTION')),
+            balance_cents INTEGER NOT NULL CHECK (balance_cents >= 0),
+            PRIMARY KEY (account_id, env)
+        )""",
+        """CREATE TABLE api_keys (
+            id INTEGER PRIMARY KEY,
+            key_hash BLOB NOT NULL UNIQUE,
+            key_hint TEXT NOT NULL,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            env TEXT NOT NULL CHECK (env IN ('SANDBOX', 'PRODUCTION')),
+            scope TEXT NOT NULL CHECK (scope IN ('READ-WRITE', 'READ-ONLY')),
+            enabled INTEGER NOT NULL DEFAULT 1,
+            allowed_ips TEXT NOT NULL DEFAULT '[]',
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE transactions (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            env TEXT NOT NULL,
+            type TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            amount_cents INTEGER NOT NULL,
+            old_balance_cents INTEGER NOT NULL,
+            new_balance_cents INTEGER NOT NULL,
+            objid TEXT,
+            note TEXT NOT NULL,
+            time TEXT NOT NULL
+        )""",
+        "CREATE INDEX transactions_by_account ON transactions (account_id, env, time, seq)",
+        """CREATE TABLE products (
+            id TEXT PRIMARY KEY,
+            title TEXT NOT NULL,
+            category TEXT NOT NULL,
+            enabled INTEGER NOT NULL DEFAULT 1,
+            region TEXT,
+            position INTEGER NOT NULL
+        )""",
+        """CREATE TABLE product_types (
+            product_id TEXT NOT NULL REFERENCES products(id),
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            price_cents INTEGER NOT NULL CHECK (price_cents >= 0),
+            sandbox_stock INTEGER NOT NULL CHECK (sandbox_stock >= 0),
+            position INTEGER NOT NULL,
+            PRIMARY KEY (product_id, id)
+        )""",
+        """CREATE TABLE orders (
+            id TEXT PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            env TEXT NOT NULL,
+            key_id INTEGER NOT NULL REFERENCES api_keys(id),
+            ref TEXT,
+            product_id TEXT NOT NULL,
+            type_id TEXT NOT NULL,
+            quantity INTEGER NOT NULL CHECK (quantity > 0),
+            price_cents INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            fulfilled_quantity INTEGER,
+            time TEXT NOT NULL,
+            due_at REAL NOT NULL,
+            final_at TEXT,
+            UNIQUE (key_id, ref)
+        )""",
+        "CREATE INDEX orders_by_account ON orders (account_id, env, time, id)",
+        "CREATE INDEX orders_handling ON orders (due_at) WHERE status = 'HANDLING'",
+        # Every card, imported or sandbox-made. `secret` is the AES-GCM sealed (value, serial);
+        # `fingerprint` a keyed hash of the value, so a code can be refused twice without
+        # being readable. A card is sold when order_id is set, and only then.
+        """CREATE TABLE cards (
+            id INTEGER PRIMARY KEY,
+            product_id TEXT NOT NULL,
+            type_id TEXT NOT NULL,
+            secret BLOB NOT NULL,
+            fingerprint BLOB NOT NULL UNIQUE,
+            order_id TEXT REFERENCES orders(id),
+            position INTEGER,
+            added_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX cards_unsold ON cards (product_id, type_id, id) WHERE order_id IS NULL",
+        "CREATE INDEX cards_by_order ON cards (order_id, position) WHERE order_id IS NOT NULL",
+        "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ],
+]
