@@ -266,5 +266,5 @@ def create_app(
                     return route.name
             return None
 
-        inner = FaultInjector(app, faults, backend.rng, route_name, failure)
+        inner = FaultInjector(app, faults, backend.chance.faults, route_name, failure)
     return RequestIdMiddleware(inner)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 
 from oneclickdz.server import orders
 from oneclickdz.server.auth import Authenticator, masked_key
+from oneclickdz.server.chance import Chance
 from oneclickdz.server.errors import not_found, validation
 from oneclickdz.server.formats import iso, money, object_id, parse_iso
 from oneclickdz.server.fulfilment import Fulfilment
@@ -59,14 +59,14 @@ class Backend:
         vault: Vault,
         authenticator: Authenticator,
         fulfilment: Fulfilment,
-        rng: random.Random,
+        chance: Chance,
         fulfill_delay: tuple[float, float],
     ) -> None:
         self.store = store
         self.vault = vault
         self.auth = authenticator
         self.fulfilment = fulfilment
-        self.rng = rng
+        self.chance = chance
         self.fulfill_delay = fulfill_delay
 
     # -- core --------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ class Backend:
         cmd = parse_place_order(body)
         now = time.time()
         low, high = self.fulfill_delay
-        due_at = now + self.rng.uniform(low, high)
+        due_at = now + self.chance.delays.uniform(low, high)
         order = await self.store.write(
             partial(orders.place, key=key, cmd=cmd, order_id=object_id(), now=iso(now),
                     due_at=due_at)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from oneclickdz.server.app import create_app
 from oneclickdz.server.auth import Authenticator, Lockout, RateLimiter
 from oneclickdz.server.backend import Backend
 from oneclickdz.server.catalog import DEFAULT_CATALOG, load_catalog
+from oneclickdz.server.chance import Chance
 from oneclickdz.server.config import ServerConfig
 from oneclickdz.server.faults import parse_faults
 from oneclickdz.server.fulfilment import Fulfilment
@@ -62,16 +61,15 @@ def open_database(db_url: str) -> tuple[Store, Vault]:
 def build(config: ServerConfig) -> tuple[ASGIApp, Backend]:
     """The service's ASGI app, whose lifespan starts and stops the writer and fulfilment."""
     faults = parse_faults(config.faults)
-    seed = config.seed if config.seed is not None else secrets.randbits(63)
-    rng = random.Random(seed)
+    chance = Chance(config.seed)
     store, vault = open_database(config.db_url)
     authenticator = Authenticator(
         store,
         Lockout(config.lockout_attempts, config.lockout_window, config.lockout_duration),
         RateLimiter(config.rate_limit),
     )
-    fulfilment = Fulfilment(store, vault, rng)
-    backend = Backend(store, vault, authenticator, fulfilment, rng, config.fulfill_delay)
+    fulfilment = Fulfilment(store, vault, chance.codes)
+    backend = Backend(store, vault, authenticator, fulfilment, chance, config.fulfill_delay)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -80,7 +78,7 @@ def build(config: ServerConfig) -> tuple[ASGIApp, Backend]:
         worker = asyncio.create_task(fulfilment.run(), name="fulfilment")
         log.info(
             "service started",
-            extra={"seed": seed, "db": config.db_url, "resumedOrders": resumed,
+            extra={"seed": chance.seed, "db": config.db_url, "resumedOrders": resumed,
                    "fulfillDelay": list(config.fulfill_delay),
                    "faults": [str(rule) for rule in faults], "rateLimit": config.rate_limit},
         )  # fmt: skip

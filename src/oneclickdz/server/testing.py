@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 PYTHON = sys.executable
 
 
@@ -28,9 +26,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
-    """Run `python -m oneclickdz ARGS...` and return its stdout."""
-    proc = subprocess.run(
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m oneclickdz ARGS...` to completion, capturing its output."""
+    return subprocess.run(
         [PYTHON, "-m", "oneclickdz", *args],
         capture_output=True,
         text=True,
@@ -38,7 +36,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -
         timeout=60,
         check=False,
     )
-    if check and proc.returncode != 0:
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run `python -m oneclickdz ARGS...`, fail unless it exits 0, and return its stdout."""
+    proc = cli(*args, env=env)
+    if proc.returncode != 0:
         raise RuntimeError(
             f"oneclickdz {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
         )
@@ -91,12 +94,13 @@ class Service:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"service exited {self.process.returncode}:\n{self.logs()}")
+            # Ready once it accepts connections (uvicorn listens after start-up completes).
+            # No HTTP probe: it would use up the faults a test asked for.
             try:
-                if httpx.get(f"{self.base_url}/ping", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
+                socket.create_connection(("127.0.0.1", self.port), timeout=1.0).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"service did not answer within {timeout}s:\n{self.logs()}")
 
@@ -121,9 +125,9 @@ class Service:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def admin(self, *args: str, check: bool = True) -> str:
-        """Run `oneclickdz admin --db <this db> ARGS...` and return its stdout."""
-        return run_cli("admin", "--db", self.db_url, *args, env=self.env, check=check)
+    def admin(self, *args: str) -> str:
+        """Run `oneclickdz admin --db <this db> ARGS...`; fail unless it succeeds; its stdout."""
+        return run_cli("admin", "--db", self.db_url, *args, env=self.env)
 
     def create_key(
         self,
