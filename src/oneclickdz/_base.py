@@ -49,7 +49,7 @@ from .errors import (
     ServerError,
     UnexpectedResponseError,
 )
-from .models import APIModel, PlacedOrder, PlaceOrderRequest
+from .models import APIModel, APIResponse, PlacedOrder, PlaceOrderRequest
 
 logger = logging.getLogger("oneclickdz")
 
@@ -61,7 +61,7 @@ MAX_RETRY_DELAY = 8.0
 MAX_RETRY_AFTER = 60.0
 
 T = TypeVar("T")
-M = TypeVar("M", bound=APIModel)
+M = TypeVar("M", bound=APIResponse)
 
 
 # --------------------------------------------------------------------------- configuration

@@ -21,6 +21,7 @@ from ._redact import mask
 
 __all__ = [
     "APIModel",
+    "APIResponse",
     "Balance",
     "Card",
     "Catalog",
@@ -49,7 +50,7 @@ def _names(*names: str) -> AliasChoices:
 
 
 class APIModel(BaseModel):
-    """Base of every response model: immutable, extra fields kept, inputs never echoed in errors."""
+    """Base of every model: immutable, extra fields kept, inputs never echoed in errors."""
 
     model_config = ConfigDict(
         extra="allow",
@@ -57,6 +58,15 @@ class APIModel(BaseModel):
         populate_by_name=True,
         hide_input_in_errors=True,
     )
+
+
+class APIResponse(APIModel):
+    """A model an endpoint returns at the top level; it remembers the request's id.
+
+    (Only top-level models carry it: a private attribute doubles the cost of building a small
+    model, and a card or a page entry has no request of its own.)
+    """
+
     _request_id: str | None = PrivateAttr(default=None)
 
     @property
@@ -106,7 +116,7 @@ class Card(APIModel):
             yield key, mask(str(extra)) if extra is not None else None
 
 
-class Order(APIModel):
+class Order(APIResponse):
     """A gift-card order as checkOrder and list return it.
 
     While HANDLING only id, status, quantity, product, type and time are present; a final order
@@ -142,7 +152,7 @@ class Order(APIModel):
         return isinstance(self.status, OrderStatus)
 
 
-class PlacedOrder(APIModel):
+class PlacedOrder(APIResponse):
     """placeOrder's answer: the new order's id (and its ref when one was given).
 
     `recovered` is true when a retried placement met DUPLICATED_REF and this is the order that the
@@ -187,7 +197,7 @@ class ProductType(APIModel):
         return self.quantity > 0
 
 
-class Product(APIModel):
+class Product(APIResponse):
     """checkProduct's answer: a product and its types with live price and stock."""
 
     product_id: str = Field(validation_alias=_names("productId", "_id", "id"))
@@ -216,7 +226,7 @@ class Category(APIModel):
     products: tuple[CatalogProduct, ...] = ()
 
 
-class Catalog(APIModel):
+class Catalog(APIResponse):
     """The gift-card catalog: categories of products, with the totals when the API gives them."""
 
     categories: tuple[Category, ...] = ()
@@ -237,7 +247,7 @@ class Catalog(APIModel):
         return next((p for p in self.products() if p.id == product_id), None)
 
 
-class Balance(APIModel):
+class Balance(APIResponse):
     """The account's balance."""
 
     balance: Decimal
@@ -265,7 +275,7 @@ class Pagination(APIModel):
     total_results: int = Field(validation_alias=_names("totalResults", "total_results"))
 
 
-class Page(APIModel, Generic[T]):
+class Page(APIResponse, Generic[T]):
     """One page of a paginated list."""
 
     items: tuple[T, ...] = ()
@@ -292,14 +302,14 @@ class KeyInfo(APIModel):
             yield name, mask(value) if name == "key" else value
 
 
-class TokenInfo(APIModel):
+class TokenInfo(APIResponse):
     """validate's answer: who the key belongs to and what it may do."""
 
     username: str | None = None
     api_key: KeyInfo = Field(validation_alias=_names("apiKey", "api_key"))
 
 
-class Health(APIModel):
+class Health(APIResponse):
     """ping's answer: `api` is "ok" when the API is up; mobile operators' states beside it."""
 
     api: str
