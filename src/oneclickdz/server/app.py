@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from oneclickdz.server.backend import Backend
 from oneclickdz.server.errors import ServiceError, validation
@@ -41,23 +41,27 @@ _JSON = "application/json"
 
 def success(data: Any, meta: dict[str, Any] | None = None, **top: Any) -> Response:
     """The success envelope; `meta` adds to the timestamp, `top` sits beside `success`."""
+    rid = request_id.get() or ""
     body: dict[str, Any] = {
         "success": True,
         "data": data,
         "meta": {"timestamp": now_iso(), **(meta or {})},
-        "requestId": request_id.get(),
+        "requestId": rid,
         **top,
     }
-    return Response(orjson.dumps(body), media_type=_JSON)
+    return Response(orjson.dumps(body), media_type=_JSON, headers={"x-request-id": rid})
 
 
 def failure(error: ServiceError) -> Response:
     payload: dict[str, Any] = {"code": error.code, "message": error.message}
     if error.details is not None:
         payload["details"] = error.details
-    body = {"success": False, "error": payload, "requestId": request_id.get()}
-    return Response(orjson.dumps(body), status_code=error.status, media_type=_JSON,
-                    headers=error.headers)  # fmt: skip
+    rid = request_id.get() or ""
+    body = {"success": False, "error": payload, "requestId": rid}
+    return Response(
+        orjson.dumps(body), status_code=error.status, media_type=_JSON,
+        headers={**error.headers, "x-request-id": rid},
+    )  # fmt: skip
 
 
 _REQUEST_PREFIX = secrets.token_hex(3)
@@ -70,7 +74,8 @@ def _new_request_id() -> str:
 
 
 class RequestIdMiddleware:
-    """Outermost layer: a request id for logs and responses, and the last line of defence."""
+    """Outermost layer: the request id (the envelopes and their `X-Request-Id` header read it
+    from the context), and the one report of an internal error."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -79,27 +84,14 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _new_request_id()
-        token = request_id.set(rid)
+        token = request_id.set(_new_request_id())
         scope["oneclickdz.raw_send"] = send
-        header = (b"x-request-id", rid.encode())
-        started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                message["headers"] = [*message.get("headers", []), header]
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send)
         except Exception:
-            # Starlette already answered 500 in the envelope (and re-raised to report it);
-            # report it once here, with the request id, and don't let the server print it again.
+            # Starlette has answered 500 in the envelope, then re-raised so it gets reported:
+            # report it here, once, with the request id, rather than let the server print it.
             log.exception("internal error", extra={"path": scope.get("path")})
-            if not started:
-                await failure(_internal())(scope, receive, send_with_id)
         finally:
             request_id.reset(token)
 

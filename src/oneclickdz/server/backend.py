@@ -25,6 +25,7 @@ from oneclickdz.server.vault import Vault
 
 log = logging.getLogger("oneclickdz.server.orders")
 
+FINAL_ORDER_CACHE = 20_000  # orders; their cards stay sealed in memory as on disk
 OPERATORS = {"mobilis": "up", "ooredoo": "up", "djezzy": "up", "mobilisFixedPlans": "up"}
 
 
@@ -68,6 +69,7 @@ class Backend:
         self.fulfilment = fulfilment
         self.chance = chance
         self.fulfill_delay = fulfill_delay
+        self._final_orders: dict[str, tuple[OrderRecord, list[bytes]]] = {}
 
     # -- core --------------------------------------------------------------------------------
 
@@ -189,10 +191,20 @@ class Backend:
         return data
 
     def check_order(self, key: KeyRecord, order_id: str) -> dict[str, Any]:
-        found = self.store.reader().order_with_cards(order_id)
+        found = self._final_orders.get(order_id)
+        if found is None:
+            found = self.store.reader().order_with_cards(order_id)
+            if found is not None and found[0].status != orders.HANDLING:
+                self._remember_final(order_id, found)
         if found is None or found[0].account_id != key.account_id or found[0].env != key.env:
             raise not_found(f"Order '{order_id}' not found")
         return self.order_view(*found)
+
+    def _remember_final(self, order_id: str, found: tuple[OrderRecord, list[bytes]]) -> None:
+        """Final orders never change: keep their (still sealed) rows for the next poll."""
+        if len(self._final_orders) >= FINAL_ORDER_CACHE:
+            self._final_orders.pop(next(iter(self._final_orders)))
+        self._final_orders[order_id] = found
 
     def list_orders(self, key: KeyRecord, query: Mapping[str, str]) -> dict[str, Any]:
         page = parse_page(query, both_ends=False)

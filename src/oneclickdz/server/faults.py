@@ -20,6 +20,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oneclickdz.server.errors import ServiceError, rate_limited
+from oneclickdz.server.logs import request_id
 
 log = logging.getLogger("oneclickdz.server.faults")
 
@@ -160,6 +161,7 @@ class FaultInjector:
                     "headers": [
                         (b"content-type", b"application/json"),
                         (b"content-length", str(len(body)).encode()),
+                        (b"x-request-id", (request_id.get() or "").encode()),
                     ],
                 }
             )
