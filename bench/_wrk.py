@@ -31,7 +31,8 @@ def wrk(
     method: str = "GET",
     body: str | None = None,
 ) -> Load:
-    if shutil.which("wrk") is None:
+    program = shutil.which("wrk")
+    if program is None:
         raise SystemExit("wrk is not installed: `apt-get install wrk` (make bench does this)")
     lines = [f'wrk.method = "{method}"']
     if body is not None:
@@ -42,9 +43,21 @@ def wrk(
         script.write("\n".join(lines) + "\n")
     try:
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],
-            capture_output=True, text=True, check=True, timeout=seconds + 60,
-        ).stdout  # fmt: skip
+            [
+                program,
+                "-t1",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                "-s",
+                script.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 60,
+        ).stdout
     finally:
         Path(script.name).unlink()
     return Load(

@@ -30,6 +30,13 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, required=True)
     port = parser.parse_args().port
     uvicorn.run(
-        app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", access_log=False,
-        log_level="warning", server_header=False, proxy_headers=False,
-    )  # fmt: skip
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        proxy_headers=False,
+    )

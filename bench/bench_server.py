@@ -55,9 +55,11 @@ def median(loads: list[Load]) -> dict[str, float]:
 def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         svc = Service(
-            Path(workdir), fulfill_delay="2-10", seed=1,
+            Path(workdir),
+            fulfill_delay="2-10",
+            seed=1,
             extra_args=["--rate-limit", "0", "--log-level", "warning"],
-        ).start()  # fmt: skip
+        ).start()
         bare, bare_url = start_bare()
         try:
             figures = run(svc, bare_url)
@@ -92,9 +94,15 @@ def run(svc: Service, bare_url: str) -> dict[str, Any]:
     for round_number in range(1, ROUNDS + 1):
         print(f"placeOrder round {round_number}/{ROUNDS} ...", flush=True)
         loads["placeOrder"].append(
-            wrk(place_url, seconds=SECONDS, connections=CONNECTIONS, headers=post,
-                method="POST", body=json.dumps(ORDER))
-        )  # fmt: skip
+            wrk(
+                place_url,
+                seconds=SECONDS,
+                connections=CONNECTIONS,
+                headers=post,
+                method="POST",
+                body=json.dumps(ORDER),
+            )
+        )
     for name, runs in loads.items():
         failed = sum(x.non_2xx + x.errors for x in runs)
         if failed:
@@ -124,11 +132,11 @@ def run(svc: Service, bare_url: str) -> dict[str, Any]:
     print(f"\n{'endpoint':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'x bare':>7}")
     for name, fig in (("bare", bare), ("checkOrder", check), ("placeOrder", place)):
         share = ratio(fig["requests_per_s"], bare["requests_per_s"])
-        print(
-            f"{name:<12} {fig['requests_per_s']:>8} {fig['p50_ms']:>8} {fig['p99_ms']:>8} {share:>7}"
-        )
+        rate, p50, p99 = fig["requests_per_s"], fig["p50_ms"], fig["p99_ms"]
+        print(f"{name:<12} {rate:>8} {p50:>8} {p99:>8} {share:>7}")
     print(
-        f"\ncheckOrder: {figures['checkOrder']['ratio_to_bare']}x the bare endpoint (target >= 0.5x)"
+        f"\ncheckOrder: {figures['checkOrder']['ratio_to_bare']}x the bare endpoint "
+        "(target >= 0.5x)"
         f"\nplaceOrder: {place['requests_per_s']} orders/s durably committed (target >= 1,000/s); "
         f"{answered} answered, {stored_orders} stored, balance left {balance}"
     )
