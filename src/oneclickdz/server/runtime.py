@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
@@ -78,10 +82,15 @@ def build(config: ServerConfig) -> tuple[ASGIApp, Backend]:
         worker = asyncio.create_task(fulfilment.run(), name="fulfilment")
         log.info(
             "service started",
-            extra={"seed": chance.seed, "db": config.db_url, "resumedOrders": resumed,
-                   "fulfillDelay": list(config.fulfill_delay),
-                   "faults": [str(rule) for rule in faults], "rateLimit": config.rate_limit},
-        )  # fmt: skip
+            extra={
+                "seed": chance.seed,
+                "db": config.db_url,
+                "resumedOrders": resumed,
+                "fulfillDelay": list(config.fulfill_delay),
+                "faults": [str(rule) for rule in faults],
+                "rateLimit": config.rate_limit,
+            },
+        )
         try:
             yield
         finally:
@@ -92,6 +101,63 @@ def build(config: ServerConfig) -> tuple[ASGIApp, Backend]:
             log.info("service stopped", extra={"pendingOrders": fulfilment.pending})
 
     return create_app(backend, faults, lifespan), backend
+
+
+class RunningService:
+    """A service running in a background thread of this process (see `start_in_thread`)."""
+
+    def __init__(self, server: Any, thread: threading.Thread, port: int) -> None:
+        self._server = server
+        self._thread = thread
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}/v3"
+
+    def stop(self) -> None:
+        """Stop accepting requests, finish in-flight writes, and wait for the thread to end."""
+        self._server.should_exit = True
+        self._thread.join()
+
+    def __enter__(self) -> RunningService:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_in_thread(config: ServerConfig, timeout: float = 20.0) -> RunningService:
+    """Start the service on 127.0.0.1 in this process (port 0: any free port) and return once
+    it accepts requests. Logging is left as the caller configured it."""
+    import uvicorn
+
+    app, _ = build(config)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.host, config.port))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            lifespan="on",
+            access_log=False,
+            log_config=None,
+            http="httptools",
+            server_header=False,
+            proxy_headers=False,
+        )
+    )
+
+    def run() -> None:
+        with sock:
+            asyncio.run(server.serve(sockets=[sock]))
+
+    thread = threading.Thread(target=run, name="oneclickdz-service", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("the service did not start (see the logs)")
+        time.sleep(0.01)
+    return RunningService(server, thread, sock.getsockname()[1])
 
 
 def serve(config: ServerConfig) -> None:
