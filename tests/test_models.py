@@ -19,6 +19,7 @@ from oneclickdz import (
     KeyInfo,
     Order,
     OrderStatus,
+    PlaceOrderRequest,
     Product,
     TokenInfo,
     Transaction,
@@ -143,12 +144,13 @@ def test_amounts_are_exact_decimals_read_from_the_json_text() -> None:
     assert order.price_per_card == Decimal("0.1")
 
 
-def test_request_id_comes_from_the_envelope_or_the_header() -> None:
-    body = '{"success":true,"data":{"balance":5},"requestId":"req_1_a"}'
-    assert decode(Balance, body).request_id == "req_1_a"
-    without = '{"success":true,"data":{"balance":5}}'
-    assert decode(Balance, without, {"x-request-id": "req_2_b"}).request_id == "req_2_b"
-    assert decode(Balance, without).request_id is None
+def test_a_placement_keeps_its_request_id_from_the_envelope_or_the_header() -> None:
+    decode = api.place_order(PlaceOrderRequest(PSN, "type_001", 1)).decode
+    body = b'{"success":true,"data":{"orderId":"o1"},"requestId":"req_1_a"}'
+    assert decode(Response(200, {}, body)).request_id == "req_1_a"
+    without = b'{"success":true,"data":{"orderId":"o1"}}'
+    assert decode(Response(200, {"x-request-id": "req_2_b"}, without)).request_id == "req_2_b"
+    assert decode(Response(200, {}, without)).request_id is None
 
 
 def test_card_repr_and_str_mask_codes_and_serials() -> None:

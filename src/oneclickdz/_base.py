@@ -49,7 +49,7 @@ from .errors import (
     ServerError,
     UnexpectedResponseError,
 )
-from .models import APIModel, APIResponse, PlacedOrder, PlaceOrderRequest
+from .models import APIModel, PlacedOrder, PlaceOrderRequest
 
 logger = logging.getLogger("oneclickdz")
 
@@ -61,7 +61,7 @@ MAX_RETRY_DELAY = 8.0
 MAX_RETRY_AFTER = 60.0
 
 T = TypeVar("T")
-M = TypeVar("M", bound=APIResponse)
+M = TypeVar("M", bound=APIModel)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -129,9 +129,13 @@ class BaseClient:
 # --------------------------------------------------------------------------- calls
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Call(Generic[T]):
-    """One API call: where it goes, what it sends, how its answer is decoded, how it may retry."""
+    """One API call: where it goes, what it sends, how its answer is decoded, how it may retry.
+
+    Treated as immutable (use `dataclasses.replace`); not frozen only because a frozen
+    dataclass's constructor costs twice as much, and one is built per request.
+    """
 
     method: str
     path: str
@@ -213,8 +217,12 @@ class CallState(Generic[T]):
                 exc.order_id,
                 exc.request_id,
             )
-            recovered = PlacedOrder(order_id=exc.order_id, order_ref=placement.ref, recovered=True)
-            recovered._request_id = exc.request_id
+            recovered = PlacedOrder(
+                order_id=exc.order_id,
+                order_ref=placement.ref,
+                recovered=True,
+                request_id=exc.request_id,
+            )
             return cast(Recovered[T], Recovered(recovered))  # a placement call returns PlacedOrder
         arrived = may_have_arrived(exc)
         self.may_have_arrived = self.may_have_arrived or arrived
@@ -395,9 +403,9 @@ class Envelope(pydantic.BaseModel, Generic[T]):
 
 
 def decoder(
-    model: type[M], finish: Callable[[Envelope[M]], M] | None = None
+    model: type[M], finish: Callable[[Envelope[M], Response], M] | None = None
 ) -> Callable[[Response], M]:
-    """A decoder of `model` from a success envelope; `finish` may fold `meta` into the model."""
+    """A decoder of `model` from a success envelope; `finish` may fold more into the model."""
     envelope_type = Envelope[model]  # type: ignore[valid-type]
 
     def decode(response: Response) -> M:
@@ -407,9 +415,7 @@ def decoder(
             raise _undecodable(response, model, exc) from None
         if not envelope.success:
             raise error_from_response(response)
-        value = envelope.data if finish is None else finish(envelope)
-        value._request_id = envelope.requestId or response.headers.get("x-request-id")
-        return value
+        return envelope.data if finish is None else finish(envelope, response)
 
     return decode
 

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ._base import Call, Envelope, decoder
+from ._transport import Response
 from .models import (
     Balance,
     Catalog,
@@ -59,7 +60,7 @@ def _page_params(
     return params
 
 
-def _with_totals(envelope: Envelope[Catalog]) -> Catalog:
+def _with_totals(envelope: Envelope[Catalog], response: Response) -> Catalog:
     """The catalog's totals sit in `meta` (guide) or beside `success` (reference): fold them in."""
     catalog = envelope.data
     extra = envelope.model_extra or {}
@@ -76,7 +77,7 @@ def _with_totals(envelope: Envelope[Catalog]) -> Catalog:
     return catalog.model_copy(update=update) if update else catalog
 
 
-def _with_pagination(envelope: Envelope[Page[Any]]) -> Page[Any]:
+def _with_pagination(envelope: Envelope[Page[Any]], response: Response) -> Page[Any]:
     """Pagination sits in `data` in every example, but the prose allows `meta`: accept both."""
     page = envelope.data
     meta_pagination = (envelope.meta or {}).get("pagination")
@@ -85,10 +86,16 @@ def _with_pagination(envelope: Envelope[Page[Any]]) -> Page[Any]:
     return page
 
 
+def _with_request_id(envelope: Envelope[PlacedOrder], response: Response) -> PlacedOrder:
+    """A placement's request id is worth keeping: it is what support asks for."""
+    request_id = envelope.requestId or response.headers.get("x-request-id")
+    return envelope.data.model_copy(update={"request_id": request_id})
+
+
 _decode_orders_page = decoder(Page[Order], _with_pagination)
 _decode_transactions_page = decoder(Page[Transaction], _with_pagination)
 _decode_order = decoder(Order)
-_decode_placed = decoder(PlacedOrder)
+_decode_placed = decoder(PlacedOrder, _with_request_id)
 _decode_product = decoder(Product)
 _decode_catalog = decoder(Catalog, _with_totals)
 _decode_balance = decoder(Balance)

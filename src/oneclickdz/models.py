@@ -15,13 +15,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from ._redact import mask
 
 __all__ = [
     "APIModel",
-    "APIResponse",
     "Balance",
     "Card",
     "Catalog",
@@ -60,21 +59,6 @@ class APIModel(BaseModel):
     )
 
 
-class APIResponse(APIModel):
-    """A model an endpoint returns at the top level; it remembers the request's id.
-
-    (Only top-level models carry it: a private attribute doubles the cost of building a small
-    model, and a card or a page entry has no request of its own.)
-    """
-
-    _request_id: str | None = PrivateAttr(default=None)
-
-    @property
-    def request_id(self) -> str | None:
-        """The API's id for the request that returned this object (quote it to support)."""
-        return self._request_id
-
-
 class OrderStatus(enum.StrEnum):
     """The documented states of a gift-card order; only HANDLING is not final."""
 
@@ -88,19 +72,8 @@ class OrderStatus(enum.StrEnum):
         return self is not OrderStatus.HANDLING
 
 
-def _parse_status(value: Any) -> OrderStatus | str:
-    """A documented status becomes an OrderStatus; any other string is kept as it is."""
-    if isinstance(value, OrderStatus):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("status must be a string")
-    try:
-        return OrderStatus(value)
-    except ValueError:
-        return value
-
-
-Status = Annotated[OrderStatus | str, PlainValidator(_parse_status)]
+# A documented status becomes an OrderStatus; any other string is kept as it is (tried in order).
+Status = Annotated[OrderStatus | str, Field(union_mode="left_to_right")]
 
 
 class Card(APIModel):
@@ -116,7 +89,7 @@ class Card(APIModel):
             yield key, mask(str(extra)) if extra is not None else None
 
 
-class Order(APIResponse):
+class Order(APIModel):
     """A gift-card order as checkOrder and list return it.
 
     While HANDLING only id, status, quantity, product, type and time are present; a final order
@@ -152,16 +125,17 @@ class Order(APIResponse):
         return isinstance(self.status, OrderStatus)
 
 
-class PlacedOrder(APIResponse):
+class PlacedOrder(APIModel):
     """placeOrder's answer: the new order's id (and its ref when one was given).
 
     `recovered` is true when a retried placement met DUPLICATED_REF and this is the order that the
-    earlier, unanswered attempt created.
+    earlier, unanswered attempt created. `request_id` is the API's id of the answer (for support).
     """
 
     order_id: str = Field(validation_alias=_names("orderId", "_id", "id"))
     order_ref: str | None = Field(None, validation_alias=_names("orderRef", "ref"))
     recovered: bool = False
+    request_id: str | None = Field(None, validation_alias=_names("requestId", "request_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +171,7 @@ class ProductType(APIModel):
         return self.quantity > 0
 
 
-class Product(APIResponse):
+class Product(APIModel):
     """checkProduct's answer: a product and its types with live price and stock."""
 
     product_id: str = Field(validation_alias=_names("productId", "_id", "id"))
@@ -226,7 +200,7 @@ class Category(APIModel):
     products: tuple[CatalogProduct, ...] = ()
 
 
-class Catalog(APIResponse):
+class Catalog(APIModel):
     """The gift-card catalog: categories of products, with the totals when the API gives them."""
 
     categories: tuple[Category, ...] = ()
@@ -247,7 +221,7 @@ class Catalog(APIResponse):
         return next((p for p in self.products() if p.id == product_id), None)
 
 
-class Balance(APIResponse):
+class Balance(APIModel):
     """The account's balance."""
 
     balance: Decimal
@@ -275,7 +249,7 @@ class Pagination(APIModel):
     total_results: int = Field(validation_alias=_names("totalResults", "total_results"))
 
 
-class Page(APIResponse, Generic[T]):
+class Page(APIModel, Generic[T]):
     """One page of a paginated list."""
 
     items: tuple[T, ...] = ()
@@ -302,14 +276,14 @@ class KeyInfo(APIModel):
             yield name, mask(value) if name == "key" else value
 
 
-class TokenInfo(APIResponse):
+class TokenInfo(APIModel):
     """validate's answer: who the key belongs to and what it may do."""
 
     username: str | None = None
     api_key: KeyInfo = Field(validation_alias=_names("apiKey", "api_key"))
 
 
-class Health(APIResponse):
+class Health(APIModel):
     """ping's answer: `api` is "ok" when the API is up; mobile operators' states beside it."""
 
     api: str

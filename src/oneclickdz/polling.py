@@ -127,11 +127,10 @@ class PollRun:
                 "poll order_id=%s unknown_status=%s treated_as=not-final", self.order_id, status
             )
         logger.debug(
-            "poll order_id=%s attempt=%d status=%s request_id=%s",
+            "poll order_id=%s attempt=%d status=%s",
             self.order_id,
             self.attempts,
             status,
-            order.request_id,
         )
         return order.is_final
 
