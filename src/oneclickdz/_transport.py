@@ -77,7 +77,14 @@ def _httpx_request(request: Request) -> httpx.Request:
 def _connection_error(request: Request, exc: httpx.TransportError) -> APIConnectionError:
     """Map an httpx failure; only a connection that never opened proves nothing was sent."""
     text = f"{type(exc).__name__} on {request.method} {request.url}: {exc}"
-    never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    never_sent = isinstance(
+        exc,
+        httpx.ConnectError
+        | httpx.ConnectTimeout
+        | httpx.PoolTimeout
+        | httpx.UnsupportedProtocol
+        | httpx.LocalProtocolError,
+    )
     if isinstance(exc, httpx.TimeoutException):
         return APITimeoutError(text, request_sent=not never_sent)
     return APIConnectionError(text, request_sent=not never_sent)
