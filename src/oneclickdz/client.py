@@ -137,6 +137,7 @@ class Client(BaseClient):
                 time.sleep(step)
 
     def close(self) -> None:
+        """Close the connections (unless this client shares another's, see `with_options`)."""
         if self._owns_transport:
             self._transport.close()
 
@@ -268,6 +269,7 @@ class Account:
         self._client = client
 
     def balance(self, *, timeout: float | None = None) -> Balance:
+        """The account's balance, in DZD."""
         return self._client._request(_timed(api.balance(), timeout))
 
     def transactions_page(
@@ -365,6 +367,7 @@ class AsyncClient(BaseClient):
                 await anyio.sleep(step)
 
     async def close(self) -> None:
+        """Close the connections (unless this client shares another's, see `with_options`)."""
         if self._owns_transport:
             await self._transport.aclose()
 
@@ -387,9 +390,11 @@ class AsyncGiftCards:
         self._client = client
 
     async def catalog(self, *, timeout: float | None = None) -> Catalog:
+        """See `GiftCards.catalog`."""
         return await self._client._request(_timed(api.catalog(), timeout))
 
     async def check_product(self, product_id: str, *, timeout: float | None = None) -> Product:
+        """See `GiftCards.check_product`."""
         return await self._client._request(_timed(api.check_product(product_id), timeout))
 
     async def place_order(
@@ -408,6 +413,7 @@ class AsyncGiftCards:
         return placed
 
     async def check_order(self, order_id: str, *, timeout: float | None = None) -> Order:
+        """See `GiftCards.check_order`."""
         return await self._client._request(_timed(api.check_order(order_id), timeout))
 
     async def list_orders_page(
@@ -419,6 +425,7 @@ class AsyncGiftCards:
         to: DateLike | None = None,
         timeout: float | None = None,
     ) -> Page[Order]:
+        """See `GiftCards.list_orders_page`."""
         call = api.orders_page(page, page_size, from_, to)
         return await self._client._request(_timed(call, timeout))
 
@@ -485,6 +492,7 @@ class AsyncAccount:
         self._client = client
 
     async def balance(self, *, timeout: float | None = None) -> Balance:
+        """See `Account.balance`."""
         return await self._client._request(_timed(api.balance(), timeout))
 
     async def transactions_page(
@@ -496,6 +504,7 @@ class AsyncAccount:
         to: DateLike | None = None,
         timeout: float | None = None,
     ) -> Page[Transaction]:
+        """See `Account.transactions_page`."""
         call = api.transactions_page(page, page_size, from_, to)
         return await self._client._request(_timed(call, timeout))
 
