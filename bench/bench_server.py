@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +65,42 @@ def main() -> None:
         bare, bare_url = start_bare()
         try:
             figures = run(svc, bare_url)
+            wait_until_all_final(svc)
         finally:
             bare.terminate()
             svc.stop()
+        figures["lifecycle"] = lifecycle(svc.db_path)
+    print(
+        f"lifecycle: {figures['lifecycle']['orders']} orders, longest HANDLING "
+        f"{figures['lifecycle']['longest_handling_s']} s (promise: < 45 s), latest finish "
+        f"{figures['lifecycle']['latest_after_due_s']} s after its due time"
+    )
     save_results("server", figures)
+
+
+def wait_until_all_final(svc: Service) -> None:
+    """Let fulfilment catch up with the orders the placeOrder runs created."""
+    with sqlite3.connect(svc.db_path) as db:
+        while db.execute("SELECT COUNT(*) FROM orders WHERE status = 'HANDLING'").fetchone()[0]:
+            time.sleep(0.5)
+
+
+def lifecycle(db_path: Path) -> dict[str, float]:
+    """How long orders stayed HANDLING, and how late after their due time they were finished."""
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute("SELECT time, due_at, final_at FROM orders").fetchall()
+    handling = [_epoch(final) - _epoch(created) for created, _, final in rows]
+    late = [_epoch(final) - due for _, due, final in rows]
+    return {
+        "orders": len(rows),
+        "longest_handling_s": round(max(handling), 3),
+        "latest_after_due_s": round(max(late), 3),
+        "p99_after_due_s": round(statistics.quantiles(late, n=100)[98], 3),
+    }
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
 
 
 def run(svc: Service, bare_url: str) -> dict[str, Any]:

@@ -35,6 +35,9 @@ def test_a_wrong_key_counts_down_then_blocks_the_ip_until_it_expires(
         for _ in range(5)
     ]
     assert left == [4, 3, 2, 1, 0]
+    blocked = [line for line in svc.logs().splitlines() if "ip blocked" in line]
+    assert len(blocked) == 1
+    assert '"ip":"127.0.0.2"' in blocked[0]
     # Blocked now, even with a good key; other addresses are not affected.
     from_blocked_ip = api(good, ANOTHER_IP, svc=svc)
     error(from_blocked_ip.get("/validate"), 403, "IP_BLOCKED")

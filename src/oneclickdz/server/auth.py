@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import math
 import time
 import uuid
@@ -21,6 +22,7 @@ from oneclickdz.server.errors import ServiceError, rate_limited
 from oneclickdz.server.store import KeyRecord, Store
 
 Clock = Callable[[], float]
+log = logging.getLogger("oneclickdz.server.auth")
 
 
 def new_key() -> str:
@@ -136,6 +138,11 @@ class Authenticator:
         key = self._lookup(hash_key(token))
         if key is None:
             left = self._lockout.fail(ip)
+            # The IP and the count only: nothing of the token itself is logged.
+            if left:
+                log.info("invalid access token", extra={"ip": ip, "attemptsLeft": left})
+            else:
+                log.warning("ip blocked after invalid access tokens", extra={"ip": ip})
             raise ServiceError(
                 401,
                 "INVALID_ACCESS_TOKEN",
