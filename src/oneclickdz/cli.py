@@ -63,6 +63,10 @@ def serve(
     ] = 900.0,
     lockout_duration: Annotated[float, typer.Option(help="Seconds an IP stays blocked.")] = 900.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    busy_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds a write waits for another process's lock before a 503."),
+    ] = 5.0,
 ) -> None:
     """Run the OneClickDZ v3 gift-card API on HOST:PORT (JSON logs on stderr)."""
     from oneclickdz.server.config import ServerConfig, parse_delay
@@ -76,7 +80,7 @@ def serve(
     config = ServerConfig(
         db_url=db, host=host, port=port, fulfill_delay=delay, seed=seed, faults=faults,
         rate_limit=rate_limit, lockout_window=lockout_window, lockout_duration=lockout_duration,
-        log_level=log_level,
+        log_level=log_level, busy_timeout=busy_timeout,
     )  # fmt: skip
     from oneclickdz.server.runtime import serve as run
 

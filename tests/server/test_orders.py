@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -12,6 +14,7 @@ from oneclickdz.server.testing import Service
 from tests.server.conftest import Api
 from tests.server.helpers import PSN, balance, error, ok, place, wait_final
 
+ORDER = {"productId": PSN, "typeId": "type_001", "quantity": 1}
 SANDBOX_CODE = re.compile(r"^SANDBOX-[A-Z2-7]{4}-[A-Z2-7]{4}-[A-Z2-7]{4}$")
 
 
@@ -174,3 +177,23 @@ async def test_concurrent_orders_never_overdraw(service: Service) -> None:
     steps = sorted(((t["oldBalance"], t["newBalance"]) for t in debits), reverse=True)
     assert steps == [((i + 1) * 490, i * 490) for i in reversed(range(20))]
     assert history["pagination"]["totalResults"] == 21  # the deposit and 20 debits
+
+
+def test_an_order_blocked_by_another_writer_is_answered_503_and_not_placed(
+    service_factory: Callable[..., Service], api: Api
+) -> None:
+    svc = service_factory(extra_args=["--busy-timeout", "0.3"])
+    c = api(svc.create_key(sandbox=True, balance=1000), svc=svc)
+    other_process = sqlite3.connect(svc.db_path, isolation_level=None)
+    other_process.execute("BEGIN IMMEDIATE")  # e.g. a long card import holding the write lock
+    try:
+        response = c.post("/gift-cards/placeOrder", json=ORDER)
+        error(response, 503, "SERVICE_UNAVAILABLE")
+        assert response.headers["retry-after"] == "1"
+        assert balance(c) == 1000  # reads go on meanwhile
+    finally:
+        other_process.execute("ROLLBACK")
+        other_process.close()
+    assert ok(c.get("/gift-cards/list"))["items"] == []
+    place(c)
+    assert balance(c) == 1000 - 490

@@ -28,7 +28,7 @@ from oneclickdz.server.errors import ServiceError, validation
 from oneclickdz.server.faults import FaultInjector, FaultRule
 from oneclickdz.server.formats import now_iso
 from oneclickdz.server.logs import request_id
-from oneclickdz.server.store import KeyRecord
+from oneclickdz.server.store import KeyRecord, StoreBusy
 
 log = logging.getLogger("oneclickdz.server.app")
 
@@ -204,6 +204,15 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     return failure(exc)
 
 
+async def _store_busy(request: Request, exc: Exception) -> Response:
+    return failure(
+        ServiceError(
+            503, "SERVICE_UNAVAILABLE", "The service is busy; retry shortly", None,
+            headers={"Retry-After": "1"},
+        )
+    )
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
@@ -242,6 +251,7 @@ def create_app(
         routes=Handlers(backend).routes(),
         exception_handlers={
             ServiceError: _service_error,
+            StoreBusy: _store_busy,
             HTTPException: _http_error,
             Exception: _unhandled,
         },

@@ -23,6 +23,7 @@ class ServerConfig:
     lockout_window: float = 900.0
     lockout_duration: float = 900.0
     log_level: str = "info"
+    busy_timeout: float = 5.0  # seconds a write waits for another process's lock, then 503
 
 
 def parse_delay(text: str) -> tuple[float, float]:

@@ -40,9 +40,9 @@ def vault_key_file(db_url: str) -> Path | None:
     return path.with_name(path.name + ".key")
 
 
-def open_database(db_url: str) -> tuple[Store, Vault]:
+def open_database(db_url: str, busy_timeout: float = 5.0) -> tuple[Store, Vault]:
     """Open and migrate the database, check the vault key against it, seed the catalog once."""
-    store = open_store(db_url)
+    store = open_store(db_url, busy_timeout)
     try:
         vault = Vault(load_or_create_key(vault_key_file(db_url)))
 
@@ -67,7 +67,7 @@ def build(config: ServerConfig) -> tuple[ASGIApp, Backend]:
     """The service's ASGI app, whose lifespan starts and stops the writer and fulfilment."""
     faults = parse_faults(config.faults)
     chance = Chance(config.seed)
-    store, vault = open_database(config.db_url)
+    store, vault = open_database(config.db_url, config.busy_timeout)
     authenticator = Authenticator(
         store,
         Lockout(config.lockout_attempts, config.lockout_window, config.lockout_duration),

@@ -9,6 +9,7 @@ from oneclickdz.server.store.base import (
     ProductRecord,
     Scope,
     Store,
+    StoreBusy,
     TimeRange,
     TransactionRecord,
     Tx,
@@ -22,6 +23,7 @@ __all__ = [
     "ProductRecord",
     "Scope",
     "Store",
+    "StoreBusy",
     "TimeRange",
     "TransactionRecord",
     "Tx",
@@ -30,11 +32,14 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> Store:
-    """Open (and migrate) the database at `url`; only `sqlite:///…` is supported so far."""
+def open_store(url: str, busy_timeout: float = 5.0) -> Store:
+    """Open (and migrate) the database at `url`; only `sqlite:///…` is supported so far.
+
+    `busy_timeout`: seconds a write waits for another process's lock before `StoreBusy`.
+    """
     if url.startswith("sqlite:"):
         from oneclickdz.server.store.sqlite import SqliteStore
 
-        return SqliteStore(url)
+        return SqliteStore(url, busy_timeout)
     scheme = url.split(":", 1)[0]
     raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:///path/to/file.db")

@@ -84,6 +84,10 @@ class TimeRange:
     end: str | None = None
 
 
+class StoreBusy(Exception):
+    """The database could not take the write lock in time (another process holds it)."""
+
+
 class Tx(Protocol):
     """The operations of one transaction (or of a read-only view when used as a reader)."""
 

@@ -27,6 +27,7 @@ from oneclickdz.server.store.base import (
     OrderRecord,
     ProductRecord,
     Scope,
+    StoreBusy,
     TimeRange,
     TransactionRecord,
     Tx,
@@ -38,7 +39,7 @@ T = TypeVar("T")
 log = logging.getLogger("oneclickdz.server.store")
 
 MAX_BATCH = 512
-BUSY_TIMEOUT_MS = 10_000
+DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's lock
 
 
 def sqlite_path(url: str) -> Path:
@@ -52,9 +53,9 @@ def sqlite_path(url: str) -> Path:
     return Path(path)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
     conn.execute("PRAGMA synchronous = FULL")  # a commit is on disk when it returns
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
@@ -63,8 +64,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 class SqliteStore:
     """A `Store` on one SQLite file."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.path = sqlite_path(url)
+        self.busy_timeout = busy_timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -103,7 +105,7 @@ class SqliteStore:
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _connect(self.path)
+            conn = _connect(self.path, self.busy_timeout)
             self._local.conn = conn
             with self._connections_lock:
                 self._connections.append(conn)
@@ -148,7 +150,7 @@ class SqliteStore:
             return cast(T, future.result())
         with self._direct_lock:
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
+            _begin(conn)
             try:
                 result = fn(SqliteTx(conn))
             except BaseException:
@@ -180,7 +182,7 @@ class SqliteStore:
     def _run_batch(self, conn: sqlite3.Connection, tx: SqliteTx, batch: list[_Job]) -> None:
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            _begin(conn)
             for job in batch:
                 conn.execute("SAVEPOINT job")
                 try:
@@ -194,11 +196,24 @@ class SqliteStore:
                     outcomes.append((job, result, None))
             conn.execute("COMMIT")
         except Exception as exc:  # the batch as a whole did not commit: nothing of it happened
-            log.exception("write batch failed", extra={"jobs": len(batch)})
+            if isinstance(exc, StoreBusy):
+                log.warning("database busy", extra={"jobs": len(batch)})
+            else:
+                log.exception("write batch failed", extra={"jobs": len(batch)})
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             outcomes = [(job, None, exc) for job in batch]
         _settle(outcomes)
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    """Take the write lock now, or say the database is busy once the wait runs out."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise StoreBusy("the database is locked by another writer") from exc
+        raise
 
 
 class _Job:
