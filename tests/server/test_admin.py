@@ -27,6 +27,12 @@ def test_create_key_prints_only_the_key_and_stores_only_its_hash(service: Servic
     assert key.encode() not in service.db_path.read_bytes()
 
 
+def test_a_key_may_start_with_a_zero_balance(service: Service, api: Api) -> None:
+    key = service.create_key(sandbox=True, account="empty-handed", balance=0)
+    assert balance(api(key)) == 0
+    assert ok(api(key).get("/account/transactions"))["items"] == []  # no zero deposit recorded
+
+
 def test_deposit_credits_one_environment_of_an_account(service: Service, api: Api) -> None:
     sandbox = service.create_key(sandbox=True, account="saver", balance=100)
     production = service.create_key(sandbox=False, account="saver")

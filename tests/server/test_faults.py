@@ -81,6 +81,18 @@ def test_empty_and_malformed_bodies(service_factory: Callable[..., Service], api
     assert ok(c.get(f"/gift-cards/checkOrder/{order_id}"))["_id"] == order_id
 
 
+def test_a_malformed_answer_to_place_order_still_places_it(
+    service_factory: Callable[..., Service], api: Api
+) -> None:
+    svc = service_factory(extra_args=["--faults", "placeOrder:1:malformed:x1"])
+    c = api(svc.create_key(sandbox=True, balance=1000), svc=svc)
+    broken = c.post("/gift-cards/placeOrder", json=ORDER)
+    with pytest.raises(ValueError, match=r"Expecting|Unterminated|delimiter"):
+        broken.json()
+    assert len(ok(c.get("/gift-cards/list"))["items"]) == 1  # the answer was lost, not the order
+    assert balance(c) == 1000 - 490
+
+
 def test_delay_answers_normally_after_waiting(
     service_factory: Callable[..., Service], api: Api
 ) -> None:

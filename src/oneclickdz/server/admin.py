@@ -33,12 +33,12 @@ def _account(tx: Tx, name: str, now: str) -> int:
     return account_id if account_id is not None else tx.insert_account(name, now)
 
 
-def _positive_cents(amount: str | Decimal) -> int:
+def _positive_cents(amount: str | Decimal, allow_zero: bool = False) -> int:
     try:
         cents = to_cents(amount)
     except ValueError as exc:
         raise AdminError(str(exc)) from None
-    if cents <= 0:
+    if cents < 0 or (cents == 0 and not allow_zero):
         raise AdminError(f"the amount must be positive: {amount}")
     return cents
 
@@ -57,7 +57,7 @@ def create_key(
             ipaddress.ip_network(ip, strict=False)
         except ValueError:
             raise AdminError(f"not an IP address or network: {ip!r}") from None
-    cents = _positive_cents(balance) if balance is not None else 0
+    cents = _positive_cents(balance, allow_zero=True) if balance is not None else 0
     key = new_key()
     scope: Scope = "READ-ONLY" if read_only else "READ-WRITE"
 

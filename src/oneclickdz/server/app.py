@@ -207,7 +207,10 @@ async def _service_error(request: Request, exc: Exception) -> Response:
 async def _store_busy(request: Request, exc: Exception) -> Response:
     return failure(
         ServiceError(
-            503, "SERVICE_UNAVAILABLE", "The service is busy; retry shortly", None,
+            503,
+            "SERVICE_UNAVAILABLE",
+            "The service is busy; retry shortly",
+            None,
             headers={"Retry-After": "1"},
         )
     )

@@ -4,7 +4,8 @@ A rule is `route:rate:fault[:xN]`: on requests to `route` (a route name such as 
 or `*`), with probability `rate`, answer with `fault` instead — `429[=S]` (with `Retry-After: S`),
 `500`, `503`, `delay=S` (answer normally after S seconds), `reset` (drop the connection before
 handling), `reset-after` (handle — e.g. place the order — then drop the connection), `empty`
-(200, empty body) or `malformed` (200, truncated JSON). `xN` stops the rule after N hits.
+(handle, then answer 200 with an empty body) or `malformed` (handle, then answer 200 with
+truncated JSON). `xN` stops the rule after N hits.
 Every draw comes from the service's seeded generator, so a seed replays the same faults.
 """
 
@@ -145,14 +146,15 @@ class FaultInjector:
             await self.error_response(error)(scope, receive, send)
         elif rule.kind == "reset":
             await drop_connection(scope, send)
-        elif rule.kind == "reset-after":
+        else:  # the request is handled (an order is placed); its answer never arrives whole
 
             async def swallow(message: Message) -> None:
                 return None
 
             await self.app(scope, receive, swallow)
-            await drop_connection(scope, send)
-        else:
+            if rule.kind == "reset-after":
+                await drop_connection(scope, send)
+                return
             body = b"" if rule.kind == "empty" else b'{"success": true, "data": {"orderId": "6'
             await send(
                 {
