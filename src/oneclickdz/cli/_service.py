@@ -1,43 +1,57 @@
-"""The `oneclickdz` command."""
+"""`serve` and `admin …`: the local API service and the operator's commands on its database.
+
+The server's modules (starlette, uvicorn, cryptography, ...) are imported inside the commands,
+so that `oneclickdz --help` and the SDK commands start without them.
+"""
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
+from oneclickdz._redact import mask
 from oneclickdz.server.config import DEFAULT_DB, DEFAULT_HOST, DEFAULT_PORT
 
-app = typer.Typer(
-    name="oneclickdz",
-    help="OneClickDZ gift-card API toolkit: the local API service and its admin commands.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+from ._app import SERVICE, app
+from ._core import JsonOption, Settings, fail, settings
+
+if TYPE_CHECKING:
+    from oneclickdz.server.store import Store
+    from oneclickdz.server.vault import Vault
+
 admin_app = typer.Typer(
     help="Manage a service database: keys, deposits, card inventory, catalog.",
     no_args_is_help=True,
 )
-app.add_typer(admin_app, name="admin")
-
-EXIT_USAGE = 2
+app.add_typer(admin_app, name="admin", rich_help_panel=SERVICE)
 
 DbOption = Annotated[
     str, typer.Option("--db", envvar="ONECLICKDZ_DB", help="Database URL.", show_default=True)
 ]
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+@contextmanager
+def refusals() -> Iterator[None]:
+    """The known refusals of the service and admin commands: one line on stderr, exit 2."""
+    from oneclickdz.server.admin import AdminError
+    from oneclickdz.server.catalog import CatalogError
+    from oneclickdz.server.vault import VaultError
+
+    try:
+        yield
+    except (AdminError, CatalogError, VaultError, ValueError, OSError) as exc:
+        fail(str(exc))
 
 
-@app.command()
+@app.command(rich_help_panel=SERVICE)
 def serve(
+    ctx: typer.Context,
     db: DbOption = DEFAULT_DB,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = DEFAULT_HOST,
     port: Annotated[int, typer.Option(help="TCP port.")] = DEFAULT_PORT,
@@ -67,8 +81,10 @@ def serve(
         float,
         typer.Option(help="Seconds a write waits for another process's lock before a 503."),
     ] = 5.0,
+    json_output: JsonOption = False,
 ) -> None:
     """Run the OneClickDZ v3 gift-card API on HOST:PORT (JSON logs on stderr)."""
+    settings(ctx, json_output=json_output)
     from oneclickdz.server.config import ServerConfig, parse_delay
     from oneclickdz.server.faults import parse_faults
 
@@ -76,7 +92,7 @@ def serve(
         delay = parse_delay(fulfill_delay)
         parse_faults(faults)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     config = ServerConfig(
         db_url=db, host=host, port=port, fulfill_delay=delay, seed=seed, faults=faults,
         rate_limit=rate_limit, lockout_window=lockout_window, lockout_duration=lockout_duration,
@@ -84,42 +100,35 @@ def serve(
     )  # fmt: skip
     from oneclickdz.server.runtime import serve as run
 
-    with _admin_errors():
+    with refusals():
         run(config)
 
 
 # -- admin ----------------------------------------------------------------------------------
 
 
-class _admin_errors:
-    """Turn the known refusals of admin commands into one line on stderr and exit code 2."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
-        from oneclickdz.server.admin import AdminError
-        from oneclickdz.server.catalog import CatalogError
-        from oneclickdz.server.vault import VaultError
-
-        if isinstance(exc, AdminError | CatalogError | VaultError | ValueError | OSError):
-            _fail(str(exc))
-        return False
-
-
-_db_url = DEFAULT_DB
-
-
 @admin_app.callback()
-def admin(db: DbOption = DEFAULT_DB) -> None:
+def admin(ctx: typer.Context, db: DbOption = DEFAULT_DB) -> None:
     """Manage a service database (it may be in use by a running service)."""
-    global _db_url
-    _db_url = db
+    ctx.obj = replace(settings(ctx), db_url=db)
 
 
-def _env(sandbox: bool, production: bool) -> str:
+@contextmanager
+def database(s: Settings) -> Iterator[tuple[Store, Vault]]:
+    """The admin database, opened (migrated, vault key checked) and closed again."""
+    from oneclickdz.server.runtime import open_database
+
+    with refusals():
+        store, vault = open_database(s.db_url or DEFAULT_DB)
+        try:
+            yield store, vault
+        finally:
+            store.close()
+
+
+def _env(sandbox: bool, production: bool) -> Literal["SANDBOX", "PRODUCTION"]:
     if sandbox == production:
-        _fail("choose exactly one of --sandbox or --production")
+        fail("choose exactly one of --sandbox or --production")
     return "SANDBOX" if sandbox else "PRODUCTION"
 
 
@@ -130,6 +139,7 @@ Account = Annotated[str, typer.Option(help="Account (username) the key belongs t
 
 @admin_app.command("create-key")
 def create_key(
+    ctx: typer.Context,
     sandbox: Sandbox = False,
     production: Production = False,
     account: Account = "default",
@@ -140,102 +150,98 @@ def create_key(
     allow_ip: Annotated[
         list[str] | None, typer.Option("--allow-ip", help="Allowed IP or network (repeatable).")
     ] = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Create an API key; prints the key, which is shown this once only."""
     from oneclickdz.server import admin as ops
-    from oneclickdz.server.runtime import open_database
 
+    s = settings(ctx, json_output=json_output)
     env = _env(sandbox, production)
-    with _admin_errors():
-        store, _ = open_database(_db_url)
-        try:
-            key = ops.create_key(
-                store, env, account, balance, read_only, allow_ip or []  # type: ignore[arg-type]
-            )
-        finally:
-            store.close()
-    typer.echo(key)
+    with database(s) as (store, _):
+        key = ops.create_key(store, env, account, balance, read_only, allow_ip or [])
+    data = {
+        "key": key,
+        "type": env,
+        "account": account,
+        "scope": "READ-ONLY" if read_only else "READ-WRITE",
+        "allowed_ips": allow_ip or [],
+    }
+    s.emit(data, lambda out: out.line(key))
 
 
 @admin_app.command()
 def deposit(
+    ctx: typer.Context,
     amount: Annotated[str, typer.Argument(help="Amount in DZD, e.g. 5000 or 1250.50.")],
     sandbox: Sandbox = False,
     production: Production = False,
     account: Account = "default",
+    json_output: JsonOption = False,
 ) -> None:
     """Credit an account's balance; prints the new balance."""
     from oneclickdz.server import admin as ops
-    from oneclickdz.server.runtime import open_database
 
+    s = settings(ctx, json_output=json_output)
     env = _env(sandbox, production)
-    with _admin_errors():
-        store, _ = open_database(_db_url)
-        try:
-            new_balance: Decimal = ops.deposit(store, account, env, amount)  # type: ignore[arg-type]
-        finally:
-            store.close()
-    typer.echo(str(new_balance))
+    with database(s) as (store, _):
+        new_balance: Decimal = ops.deposit(store, account, env, amount)
+    data = {"account": account, "type": env, "balance": str(new_balance)}
+    s.emit(data, lambda out: out.line(str(new_balance)))
 
 
 @admin_app.command("import-cards")
 def import_cards(
+    ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="CSV: productId,typeId,value,serial.")],
+    json_output: JsonOption = False,
 ) -> None:
     """Add card codes to the production inventory, sealed with the vault key."""
     from oneclickdz.server import admin as ops
-    from oneclickdz.server.runtime import open_database
 
-    with _admin_errors():
-        store, vault = open_database(_db_url)
-        try:
-            count = ops.import_cards(store, vault, file)
-        finally:
-            store.close()
-    typer.echo(f"imported {count} cards")
+    s = settings(ctx, json_output=json_output)
+    with database(s) as (store, vault):
+        count = ops.import_cards(store, vault, file)
+    s.emit({"imported": count}, lambda out: out.line(f"imported {count} cards"))
 
 
 @admin_app.command("load-catalog")
 def load_catalog(
+    ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Catalog JSON (see the README).")],
+    json_output: JsonOption = False,
 ) -> None:
     """Insert or update products and types from a catalog file."""
     from oneclickdz.server import admin as ops
-    from oneclickdz.server.runtime import open_database
 
-    with _admin_errors():
-        store, _ = open_database(_db_url)
-        try:
-            count = ops.load_catalog_file(store, file)
-        finally:
-            store.close()
-    typer.echo(f"loaded {count} products")
+    s = settings(ctx, json_output=json_output)
+    with database(s) as (store, _):
+        count = ops.load_catalog_file(store, file)
+    s.emit({"loaded": count}, lambda out: out.line(f"loaded {count} products"))
 
 
 @admin_app.command("disable-key")
-def disable_key(key: Annotated[str, typer.Argument(help="The key to disable.")]) -> None:
+def disable_key(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="The key to disable.")],
+    json_output: JsonOption = False,
+) -> None:
     """Refuse every request made with KEY (403 KEY_DISABLED) from now on."""
-    _set_enabled(key, False)
+    _set_enabled(settings(ctx, json_output=json_output), key, False)
 
 
 @admin_app.command("enable-key")
-def enable_key(key: Annotated[str, typer.Argument(help="The key to enable again.")]) -> None:
+def enable_key(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="The key to enable again.")],
+    json_output: JsonOption = False,
+) -> None:
     """Accept KEY again."""
-    _set_enabled(key, True)
+    _set_enabled(settings(ctx, json_output=json_output), key, True)
 
 
-def _set_enabled(key: str, enabled: bool) -> None:
+def _set_enabled(s: Settings, key: str, enabled: bool) -> None:
     from oneclickdz.server import admin as ops
-    from oneclickdz.server.runtime import open_database
 
-    with _admin_errors():
-        store, _ = open_database(_db_url)
-        try:
-            ops.set_key_enabled(store, key, enabled)
-        finally:
-            store.close()
-
-
-def main() -> None:
-    app(prog_name="oneclickdz")
-    sys.exit(0)
+    with database(s) as (store, _):
+        ops.set_key_enabled(store, key, enabled)
+    s.emit({"key": mask(key), "enabled": enabled}, lambda out: None)
