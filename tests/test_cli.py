@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -145,6 +146,17 @@ def test_exit_codes_are_the_documented_ones() -> None:
         "PLACEMENT_UNKNOWN": 8,
         "INCONSISTENT": 9,
     }
+
+
+def test_the_readme_documents_every_command_and_exit_code() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("<!-- section: cli -->")[1].split("<!-- end section: cli -->")[0]
+    for path in _command_paths():
+        if path and path[0] != "admin":  # admin's subcommands are in the service section
+            assert f"`{' '.join(path)}" in section, path
+    for code in ExitCode:
+        assert f"| {int(code)} | " in section, code
+    assert "<!-- section: cli -->" in readme.split("## What is in the box")[1]
 
 
 def test_version() -> None:

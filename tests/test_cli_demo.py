@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from decimal import Decimal
+from pathlib import Path
 
 from oneclickdz import Order, Outcome
 from oneclickdz.cli._demo import SCENARIOS, START_BALANCE, Result, Run, problems
@@ -47,6 +49,29 @@ def test_the_demo_runs_the_guides_orders_end_to_end() -> None:
     assert "SANDBOX-" not in out  # the codes are masked
     assert "\x1b[" not in out  # not a terminal: plain lines
     assert result.stderr == ""  # the service's log lines (and its vault-key warning) stay out
+    assert sorted(_shape(out)) == sorted(_shape(_readme_demo())), (
+        "the README's quick start is stale"
+    )
+
+
+def _readme_demo() -> str:
+    """The captured run in the README's quick start (without the two command lines)."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("$ make demo\n", 1)[1].split("```", 1)[0]
+    return block.split("\n", 1)[1]  # make's echo of the recipe
+
+
+def _shape(text: str) -> list[str]:
+    """A run's lines with what changes between runs (ids, port, codes, timings) blanked out."""
+    for pattern, same in (
+        (r"[0-9a-f]{24}", "ID"),
+        (r"127\.0\.0\.1:\d+", "HOST"),
+        (r"\*\*\*\*\S{4}", "****"),
+        (r"attempt \d+/", "attempt N/"),
+        (r"\d+\.\d s", "T s"),
+    ):
+        text = re.sub(pattern, same, text)
+    return text.splitlines()
 
 
 def test_the_demo_in_json() -> None:
