@@ -385,9 +385,10 @@ class RootGroup(TyperGroup):
                 **extra,
             )
             code = int(result) if isinstance(result, int) else 0  # typer.Exit(n) returns n
-        except (ClickException, OneClickDZError, CliError) as exc:
-            code = report(exc, as_json=as_json, secrets=secrets_in(argv))
-        except Exception as exc:
+        except typer.Abort:
+            print("aborted", file=sys.stderr)
+            code = ExitCode.INTERNAL
+        except Exception as exc:  # ours, the SDK's, click's usage errors, and bugs
             code = report(exc, as_json=as_json, secrets=secrets_in(argv))
         if not standalone_mode:
             return code

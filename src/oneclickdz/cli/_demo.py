@@ -273,33 +273,39 @@ def demo(
     from oneclickdz.server.runtime import start_in_thread
 
     started = time.monotonic()
-    out = Output(sys.stdout)
     display = Display(sys.stdout, quiet=s.json)
     display.label_width = max(len(sc.name) for sc in SCENARIOS)
     say = display.print
     with tempfile.TemporaryDirectory(prefix="oneclickdz-demo-") as tmp:
         log_path = Path(tmp) / "service.log"
-        with service_logs(log_path):
-            db_url = f"sqlite:///{Path(tmp) / 'demo.db'}"
-            key = _sandbox_key(db_url)
-            config = ServerConfig(db_url=db_url, port=0, fulfill_delay=FULFILL_DELAY, seed=seed)
-            service = start_in_thread(config)
-            say(
-                f"service   {service.base_url} (in this process; temporary SQLite database; "
-                f"orders resolve in {FULFILL_DELAY[0]:g}-{FULFILL_DELAY[1]:g} s)"
-            )
-            deposited = money_text(START_BALANCE)
-            say(f"key       a new SANDBOX key, account 'demo', {deposited} DZD deposited")
-            try:
-                run = asyncio.run(_scenarios(service.base_url, key, display, say))
-            finally:
-                service.stop()
-        run.elapsed = time.monotonic() - started
-        found = problems(run)
-        s.emit(_document(run, found), lambda o: _text(run, found, o))
-        if found:
-            tail = log_path.read_text(errors="replace").splitlines()[-10:]
-            if tail and not s.json:
-                print("service log (last lines):", *tail, sep="\n  ", file=sys.stderr)
-            fail("demo: " + "; ".join(found), ExitCode.INTERNAL)
-    del out
+        try:
+            with service_logs(log_path):
+                db_url = f"sqlite:///{Path(tmp) / 'demo.db'}"
+                key = _sandbox_key(db_url)
+                config = ServerConfig(db_url=db_url, port=0, fulfill_delay=FULFILL_DELAY, seed=seed)
+                service = start_in_thread(config)
+                say(
+                    f"service   {service.base_url} (in this process; temporary SQLite "
+                    f"database; orders resolve in {FULFILL_DELAY[0]:g}-{FULFILL_DELAY[1]:g} s)"
+                )
+                deposited = money_text(START_BALANCE)
+                say(f"key       a new SANDBOX key, account 'demo', {deposited} DZD deposited")
+                try:
+                    run = asyncio.run(_scenarios(service.base_url, key, display, say))
+                finally:
+                    service.stop()
+            run.elapsed = time.monotonic() - started
+            found = problems(run)
+            s.emit(_document(run, found), lambda out: _text(run, found, out))
+            if found:
+                fail("demo: " + "; ".join(found), ExitCode.INTERNAL)
+        except Exception:
+            if not s.json:  # the temporary directory, and the log with it, is about to go
+                _log_tail(log_path)
+            raise
+
+
+def _log_tail(path: Path, lines: int = 10) -> None:
+    tail = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+    if tail:
+        print("service log, last lines:", *tail, sep="\n  ", file=sys.stderr)

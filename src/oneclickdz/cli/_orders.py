@@ -195,8 +195,8 @@ def place(
             return
         try:
             order = _follow(s, client, placed.order_id, policy, intro=_placed_text(placed))
-        except PollTimeoutError:
-            raise  # it names the order already
+        except (PollTimeoutError, typer.Exit):
+            raise  # a poll timeout names the order already
         except Exception as exc:
             note_placed(exc, placed.order_id)
             raise
