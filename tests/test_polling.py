@@ -12,6 +12,7 @@ from oneclickdz import (
     AuthenticationError,
     Client,
     NotFoundError,
+    OneClickDZError,
     Order,
     OrderStatus,
     PollPolicy,
@@ -203,10 +204,19 @@ def test_wait_times_out_with_the_last_order_attached(
 
 def test_wait_rides_out_transient_failures(service_factory: Callable[..., Service]) -> None:
     svc = faulty(service_factory, "checkOrder:1:503:x2,checkOrder:1:reset:x1")
+    checks: list[tuple[int, str]] = []
+
+    def on_check(run: PollRun, result: Order | OneClickDZError) -> None:
+        checks.append((run.attempts, type(result).__name__))
+
     with Client(svc.create_key(balance=10_000), base_url=svc.base_url) as c:
         placed = c.gift_cards.place_order(PSN, "type_001", 1)
-        done = c.gift_cards.wait(placed.order_id, policy=FAST)
+        done = c.gift_cards.wait(placed.order_id, policy=FAST, on_check=on_check)
     assert done.status is OrderStatus.FULFILLED
+    # on_check saw every check, the failed ones too, numbered as the policy counts them.
+    assert checks[:3] == [(1, "ServerError"), (2, "ServerError"), (3, "APIConnectionError")]
+    assert [n for n, _ in checks] == list(range(1, len(checks) + 1))
+    assert checks[-1][1] == "Order"
 
 
 def test_wait_that_only_meets_failures_times_out_with_the_last_error(

@@ -45,6 +45,9 @@ T = TypeVar("T")
 
 OnUpdate = Callable[[Order], object]
 AsyncOnUpdate = Callable[[Order], Awaitable[object] | object]
+# Every check of a wait: the run so far (attempts, elapsed) and what the check gave, the order or
+# the transient error that used the check up (a progress display needs both).
+OnCheck = Callable[[PollRun, Order | OneClickDZError], object]
 
 
 class _NotGiven:
@@ -225,8 +228,10 @@ class GiftCards:
         *,
         policy: PollPolicy | None = None,
         on_update: OnUpdate | None = None,
+        on_check: OnCheck | None = None,
     ) -> Order:
-        """Check the order until it is final and return it; `on_update` sees every state read.
+        """Check the order until it is final and return it; `on_update` sees every state read,
+        `on_check` every check with the run's progress (failed checks included).
 
         Transient failures use up a check and the wait goes on; any other error ends it at once.
         Raises PollTimeoutError (holding the last order seen) when the policy is used up.
@@ -238,8 +243,12 @@ class GiftCards:
                 order = self._client._request(call)
             except OneClickDZError as exc:
                 run.record_error(exc)
+                if on_check is not None:
+                    on_check(run, exc)
             else:
                 final = run.record(order)
+                if on_check is not None:
+                    on_check(run, order)
                 if on_update is not None:
                     on_update(order)
                 if final:
@@ -450,6 +459,7 @@ class AsyncGiftCards:
         *,
         policy: PollPolicy | None = None,
         on_update: AsyncOnUpdate | None = None,
+        on_check: OnCheck | None = None,
     ) -> Order:
         """See `GiftCards.wait`; `on_update` may be a plain function or a coroutine function."""
         run = PollRun(order_id, policy or PollPolicy())
@@ -459,8 +469,12 @@ class AsyncGiftCards:
                 order = await self._client._request(call)
             except OneClickDZError as exc:
                 run.record_error(exc)
+                if on_check is not None:
+                    on_check(run, exc)
             else:
                 final = run.record(order)
+                if on_check is not None:
+                    on_check(run, order)
                 if on_update is not None:
                     result = on_update(order)
                     if inspect.isawaitable(result):

@@ -1,7 +1,7 @@
 """Following orders until they are final, with live progress.
 
-The loops drive the SDK's `PollRun` (interval, attempts, timeout, transient-failure rules) just as
-`client.gift_cards.wait` does, so that every check, failed ones included, reaches the display.
+The waits are the SDK's (`client.gift_cards.wait`); its `on_check` hands every check, failed ones
+included, with the run's progress, to the display.
 
 On a terminal the display is a rich table updated in place: order id, status, attempt n/N,
 elapsed. Otherwise it prints plain lines: the first status, every change, every failed check,
@@ -11,7 +11,6 @@ and a reminder every 10 s while nothing changes. With `--json` it prints nothing
 from __future__ import annotations
 
 import asyncio
-import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TextIO
 
@@ -113,6 +112,15 @@ class Row:
         self._task = task
         self._shown: str | None = None
         self._shown_at = 0.0
+        self._run: PollRun | None = None
+
+    def on_check(self, run: PollRun, result: Order | OneClickDZError) -> None:
+        """The SDK's `on_check`: one check of the wait, its order or its transient failure."""
+        self._run = run
+        if isinstance(result, OneClickDZError):
+            self.failed(run, result)
+        else:
+            self.checked(run, result)
 
     def checked(self, run: PollRun, order: Order) -> None:
         status = str(order.status)
@@ -132,15 +140,19 @@ class Row:
             run,
         )
 
-    def gave_up(self, run: PollRun, why: str) -> None:
-        self._update(f"{self._shown or 'placed'}, {why}", run)
-        self._line(f"{why} (attempt {run.attempts}/{self._max}, {run.elapsed:.1f} s)", run)
+    def gave_up(self, why: str) -> None:
+        run = self._run
+        if run is None:  # the very first check ended the wait
+            self._line(why, None)
+        else:
+            self._update(f"{self._shown or 'placed'}, {why}", run)
+            self._line(f"{why} (attempt {run.attempts}/{self._max}, {run.elapsed:.1f} s)", run)
         self._finish("✗")
 
-    def _line(self, text: str, run: PollRun) -> None:
+    def _line(self, text: str, run: PollRun | None) -> None:
         if self._display.mode == "plain":
             self._display.print(f"{self._label}  order {self._order_id}: {text}".lstrip())
-            self._shown_at = run.elapsed
+            self._shown_at = run.elapsed if run is not None else 0.0
 
     def _update(self, status: str, run: PollRun) -> None:
         progress = self._display._progress
@@ -165,46 +177,20 @@ def _reason(exc: OneClickDZError) -> str:
 
 
 def wait_for(client: Client, order_id: str, policy: PollPolicy, row: Row) -> Order:
-    """Check the order until it is final; a transient failure uses up one check (as the SDK)."""
-    run = PollRun(order_id, policy)
-    checker = client.with_options(max_retries=0)  # the policy does the retrying
+    """Wait through the SDK, showing every check (failed ones included) on `row`."""
     try:
-        while True:
-            try:
-                order = checker.gift_cards.check_order(order_id)
-            except OneClickDZError as exc:
-                run.record_error(exc)  # raises the errors that end a wait
-                row.failed(run, exc)
-            else:
-                final = run.record(order)
-                row.checked(run, order)
-                if final:
-                    return order
-            time.sleep(run.next_delay())  # raises PollTimeoutError when the policy is used up
+        return client.gift_cards.wait(order_id, policy=policy, on_check=row.on_check)
     except BaseException as exc:
-        row.gave_up(run, _why(exc))
+        row.gave_up(_why(exc))
         raise
 
 
 async def wait_for_async(client: AsyncClient, order_id: str, policy: PollPolicy, row: Row) -> Order:
     """`wait_for` for an AsyncClient."""
-    run = PollRun(order_id, policy)
-    checker = client.with_options(max_retries=0)
     try:
-        while True:
-            try:
-                order = await checker.gift_cards.check_order(order_id)
-            except OneClickDZError as exc:
-                run.record_error(exc)
-                row.failed(run, exc)
-            else:
-                final = run.record(order)
-                row.checked(run, order)
-                if final:
-                    return order
-            await asyncio.sleep(run.next_delay())
+        return await client.gift_cards.wait(order_id, policy=policy, on_check=row.on_check)
     except BaseException as exc:
-        row.gave_up(run, _why(exc))
+        row.gave_up(_why(exc))
         raise
 
 
