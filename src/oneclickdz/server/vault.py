@@ -52,9 +52,20 @@ def load_or_create_key(key_file: Path | None) -> bytes:
     except FileNotFoundError:
         pass
     key = AESGCM.generate_key(bit_length=256)
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written whole under a temporary name, then linked into place: another process starting at
+    # the same moment either sees no file or a complete one, and only one key ever wins.
+    tmp = key_file.with_name(f".{key_file.name}.{os.urandom(6).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key.hex() + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, key_file)
+    except FileExistsError:  # another process created it first: use theirs
+        return parse_key(key_file.read_text())
+    finally:
+        tmp.unlink()
     log.warning(
         "generated a new vault key; back it up (without it the card inventory cannot be read) "
         f"or set {ENV_VAR} instead",
