@@ -69,7 +69,7 @@ _request_numbers = itertools.count(1)
 
 
 def _new_request_id() -> str:
-    """`req_<unix seconds>_<process tag><sequence>`: unique, cheap, and sortable within a run."""
+    """`req_<unix seconds>_<process tag><sequence>`: unique, and cheap (no system call)."""
     return f"req_{int(time.time())}_{_REQUEST_PREFIX}{next(_request_numbers):x}"
 
 
