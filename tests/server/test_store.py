@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from oneclickdz.server.store import Tx, open_store
+from oneclickdz.server.store import OrderRecord, TimeRange, Tx, open_store
 from oneclickdz.server.store.schema import MIGRATIONS
 from oneclickdz.server.store.sqlite import SqliteStore
 
@@ -89,5 +89,38 @@ def test_balance_updates_are_guarded_against_lost_updates(tmp_path: Path) -> Non
         with pytest.raises(RuntimeError, match="balance changed"):
             store.write_sync(lambda tx: tx.set_balance(account, "SANDBOX", 0, 100))
         assert store.reader().balance(account, "SANDBOX") == 500
+    finally:
+        store.close()
+
+
+def test_orders_of_the_same_millisecond_list_newest_placed_first(tmp_path: Path) -> None:
+    store = SqliteStore(url(tmp_path / "a.db"))
+    try:
+        account = store.write_sync(lambda tx: tx.insert_account("same-ms", "t"))
+        key = store.write_sync(
+            lambda tx: tx.insert_key(b"h" * 32, "hint", account, "SANDBOX", "READ-WRITE", [], "t")
+        )
+        same_time = "2025-10-29T01:00:00.000Z"
+        ids = ["f" * 24, "0" * 24, "a" * 24]  # placed in this order; ids do not sort that way
+        for order_id in ids:
+            record = OrderRecord(
+                order_id,
+                account,
+                "SANDBOX",
+                key,
+                None,
+                "p",
+                "t",
+                1,
+                490,
+                "HANDLING",
+                None,
+                same_time,
+                0.0,
+            )
+            store.write_sync(lambda tx, r=record: tx.insert_order(r))  # type: ignore[misc]
+        listed, total = store.reader().orders(account, "SANDBOX", TimeRange(), 10, 0)
+        assert total == 3
+        assert [o.id for o in listed] == ids[::-1]
     finally:
         store.close()

@@ -99,4 +99,10 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX cards_by_order ON cards (order_id, position) WHERE order_id IS NOT NULL",
         "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ],
+    # 2: orders placed in the same millisecond list in the order they were placed (rowid, which
+    # every index entry ends with), not by their partly random ids.
+    [
+        "DROP INDEX orders_by_account",
+        "CREATE INDEX orders_by_account ON orders (account_id, env, time)",
+    ],
 ]

@@ -603,7 +603,7 @@ class SqliteTx:
         ).fetchone()[0]
         rows = self._c.execute(
             f"SELECT {_ORDER_COLUMNS} FROM orders WHERE account_id = :a AND env = :e{where} "
-            "ORDER BY time DESC, id DESC LIMIT :limit OFFSET :offset",
+            "ORDER BY time DESC, rowid DESC LIMIT :limit OFFSET :offset",
             {**params_all, "limit": limit, "offset": offset},
         ).fetchall()
         return [OrderRecord(*row) for row in rows], int(total)
