@@ -18,6 +18,7 @@ from ._core import (
     PageOption,
     PageSizeOption,
     ToOption,
+    one_or_all_pages,
     settings,
 )
 from ._render import iso, jsonable, money_text, page_footer, table, token_json
@@ -103,11 +104,11 @@ def transactions(
     """The ledger: deposits, orders (debits) and refunds, newest first."""
     s = settings(ctx, api_key, base_url, json_output)
     with s.client() as client:
-        if all_pages:
-            items = tuple(client.account.transactions(page_size=page_size, from_=from_, to=to))
-            result: Page[Transaction] = Page(items=items)
-        else:
-            result = client.account.transactions_page(page, page_size=page_size, from_=from_, to=to)
+        result: Page[Transaction] = one_or_all_pages(
+            all_pages,
+            lambda: client.account.transactions(page_size=page_size, from_=from_, to=to),
+            lambda: client.account.transactions_page(page, page_size=page_size, from_=from_, to=to),
+        )
 
     def text(out: Output) -> None:
         if not result.items:

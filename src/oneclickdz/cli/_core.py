@@ -8,10 +8,10 @@ import enum
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, NoReturn, TextIO
+from typing import Annotated, Any, NoReturn, TextIO, TypeVar
 
 import typer
 from typer.core import TyperGroup
@@ -26,6 +26,7 @@ from oneclickdz import (
     InsufficientBalanceError,
     OneClickDZError,
     OutOfStockError,
+    Page,
     PlacementUnknownError,
     PollTimeoutError,
     UnexpectedResponseError,
@@ -36,6 +37,8 @@ try:  # typer >= 0.20 carries its own copy of click
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover - older typer runs on click itself
     from click.exceptions import ClickException  # type: ignore[assignment]
+
+T = TypeVar("T")
 
 API_KEY_ENV = "ONECLICKDZ_API_KEY"
 BASE_URL_ENV = "ONECLICKDZ_BASE_URL"
@@ -192,6 +195,13 @@ class Output:
 
 
 # --------------------------------------------------------------------------- failures
+
+
+def one_or_all_pages(
+    all_pages: bool, every: Callable[[], Iterable[T]], one: Callable[[], Page[T]]
+) -> Page[T]:
+    """`--all`: every page gathered into one (no pagination); otherwise the page asked for."""
+    return Page(items=tuple(every())) if all_pages else one()
 
 
 def exit_code_of(exc: BaseException) -> ExitCode:

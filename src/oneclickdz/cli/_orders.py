@@ -36,6 +36,7 @@ from ._core import (
     fail,
     interrupted_wait,
     note_placed,
+    one_or_all_pages,
     settings,
 )
 from ._render import (
@@ -263,13 +264,13 @@ def list_orders(
     """Orders, newest first (cards only with --json; codes masked unless --show-codes)."""
     s = settings(ctx, api_key, base_url, json_output)
     with s.client() as client:
-        if all_pages:
-            items = tuple(client.gift_cards.list_orders(page_size=page_size, from_=from_, to=to))
-            result: Page[Order] = Page(items=items)
-        else:
-            result = client.gift_cards.list_orders_page(
+        result: Page[Order] = one_or_all_pages(
+            all_pages,
+            lambda: client.gift_cards.list_orders(page_size=page_size, from_=from_, to=to),
+            lambda: client.gift_cards.list_orders_page(
                 page, page_size=page_size, from_=from_, to=to
-            )
+            ),
+        )
     doc = {
         "items": [order_json(order, show_codes) for order in result.items],
         "pagination": jsonable(result.pagination),

@@ -86,11 +86,9 @@ def serve(
     """Run the OneClickDZ v3 gift-card API on HOST:PORT (JSON logs on stderr)."""
     settings(ctx, json_output=json_output)
     from oneclickdz.server.config import ServerConfig, parse_delay
-    from oneclickdz.server.faults import parse_faults
 
     try:
         delay = parse_delay(fulfill_delay)
-        parse_faults(faults)
     except ValueError as exc:
         fail(str(exc))
     config = ServerConfig(
