@@ -11,8 +11,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -245,11 +244,6 @@ def create_app(
     lifespan: Callable[[Starlette], Any] | None = None,
 ) -> ASGIApp:
     """The service as an ASGI app: routes, envelopes, request ids, and faults when asked."""
-
-    @asynccontextmanager
-    async def default_lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-
     app = Starlette(
         routes=Handlers(backend).routes(),
         exception_handlers={
@@ -258,7 +252,7 @@ def create_app(
             HTTPException: _http_error,
             Exception: _unhandled,
         },
-        lifespan=lifespan or default_lifespan,
+        lifespan=lifespan,
     )
     inner: ASGIApp = app
     if faults:

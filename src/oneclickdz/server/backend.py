@@ -147,23 +147,12 @@ class Backend:
         if product is None:
             raise not_found(f"Product '{product_id}' not found")
         types = reader.product_types(product_id)
-        stock = reader.unsold_counts(product_id) if key.env == "PRODUCTION" else {}
+        stock = orders.stock(reader, key.env, product, types)
         return {
             "productId": product.id,
             "productTitle": product.title,
             "types": [
-                {
-                    "id": t.id,
-                    "name": t.name,
-                    "price": money(t.price_cents),
-                    "quantity": (
-                        0
-                        if not product.enabled
-                        else t.sandbox_stock
-                        if key.env == "SANDBOX"
-                        else stock.get(t.id, 0)
-                    ),
-                }
+                {"id": t.id, "name": t.name, "price": money(t.price_cents), "quantity": stock[t.id]}
                 for t in types
             ],
         }

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from oneclickdz.server import ledger
 from oneclickdz.server.errors import ServiceError, not_found, validation
-from oneclickdz.server.store import KeyRecord, OrderRecord, Tx
+from oneclickdz.server.store import Env, KeyRecord, OrderRecord, ProductRecord, Tx, TypeRecord
 from oneclickdz.server.vault import Vault
 
 HANDLING = "HANDLING"
@@ -65,19 +65,13 @@ def place(
                 "quantity", cmd.quantity, "body/quantity must be >= 2 for TEST_PARTIAL"
             )
         price = types[0].price_cents
-        available = None
+        available = None if product.enabled else 0  # the test types have no stock to run out
     else:
         ptype = tx.product_type(product.id, cmd.type_id)
         if ptype is None:
             raise not_found(f"Type '{cmd.type_id}' not found for product '{product.id}'")
         price = ptype.price_cents
-        available = (
-            ptype.sandbox_stock
-            if key.env == "SANDBOX"
-            else tx.unsold_count(product.id, cmd.type_id)
-        )
-    if not product.enabled:
-        available = 0
+        available = stock(tx, key.env, product, [ptype])[ptype.id]
     if available is not None and cmd.quantity > available:
         raise ServiceError(
             403,
@@ -106,6 +100,17 @@ def place(
     )
     tx.insert_order(order)
     return order
+
+
+def stock(tx: Tx, env: Env, product: ProductRecord, types: list[TypeRecord]) -> dict[str, int]:
+    """How many cards of each type can be ordered now: none of a disabled product; in the
+    sandbox, the catalog's stock; in production, the unsold imported codes."""
+    if not product.enabled:
+        return {t.id: 0 for t in types}
+    if env == "SANDBOX":
+        return {t.id: t.sandbox_stock for t in types}
+    unsold = tx.unsold_counts(product.id)
+    return {t.id: unsold.get(t.id, 0) for t in types}
 
 
 def final_status(quantity: int, delivered: int) -> str:

@@ -490,13 +490,6 @@ class SqliteTx:
             found.update(bytes(r[0]) for r in rows)
         return found
 
-    def unsold_count(self, product_id: str, type_id: str) -> int:
-        row = self._c.execute(
-            "SELECT COUNT(*) FROM cards WHERE product_id = ? AND type_id = ? AND order_id IS NULL",
-            (product_id, type_id),
-        ).fetchone()
-        return int(row[0])
-
     def unsold_counts(self, product_id: str) -> dict[str, int]:
         rows = self._c.execute(
             "SELECT type_id, COUNT(*) FROM cards WHERE product_id = ? AND order_id IS NULL "
