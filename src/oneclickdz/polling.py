@@ -19,7 +19,7 @@ from ._base import is_transient
 from .errors import OneClickDZError, PollTimeoutError, RateLimitError
 from .models import Order
 
-__all__ = ["PollPolicy", "PollRun"]
+__all__ = ["PollPolicy", "PollRun", "next_pause"]
 
 logger = logging.getLogger("oneclickdz")
 
@@ -77,6 +77,32 @@ class PollPolicy:
         while self.max_attempts is None or n < self.max_attempts:
             yield self.delay(n, rand)
             n += 1
+
+
+def next_pause(
+    policy: PollPolicy,
+    attempts: int,
+    elapsed: float,
+    last_error: OneClickDZError | None = None,
+    rand: Callable[[], float] = random.random,
+) -> float | None:
+    """The pause before the next check, or None when the policy is used up.
+
+    A pure function of what a wait has to remember (checks made, seconds since it began, the
+    last failure), so a wait can be resumed from stored numbers: `PollRun` keeps them in memory,
+    the tracker keeps them in its store with a wall-clock start.
+    """
+    if policy.max_attempts is not None and attempts >= policy.max_attempts:
+        return None
+    pause = policy.delay(attempts, rand)
+    if isinstance(last_error, RateLimitError) and last_error.retry_after:
+        pause = max(pause, last_error.retry_after)
+    if policy.timeout is not None:
+        remaining = policy.timeout - elapsed
+        if remaining <= 0:
+            return None
+        pause = min(pause, remaining)  # one last check right at the deadline
+    return pause
 
 
 class PollRun:
@@ -149,17 +175,9 @@ class PollRun:
 
     def next_delay(self) -> float:
         """The pause before the next check; raises PollTimeoutError when the policy is used up."""
-        policy = self.policy
-        if policy.max_attempts is not None and self.attempts >= policy.max_attempts:
+        pause = next_pause(self.policy, self.attempts, self.elapsed, self.last_error, self._rand)
+        if pause is None:
             raise self.timed_out()
-        pause = policy.delay(self.attempts, self._rand)
-        if isinstance(self.last_error, RateLimitError) and self.last_error.retry_after:
-            pause = max(pause, self.last_error.retry_after)
-        if policy.timeout is not None:
-            remaining = policy.timeout - self.elapsed
-            if remaining <= 0:
-                raise self.timed_out()
-            pause = min(pause, remaining)  # one last check right at the deadline
         return pause
 
     def timed_out(self) -> PollTimeoutError:

@@ -7,8 +7,6 @@ lets the store refuse a duplicate without ever holding the code in clear.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import logging
@@ -18,6 +16,8 @@ from pathlib import Path
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from oneclickdz import _keyfile
 
 log = logging.getLogger("oneclickdz.server.vault")
 
@@ -31,47 +31,12 @@ class VaultError(Exception):
 
 
 def parse_key(text: str) -> bytes:
-    text = text.strip()
-    try:
-        key = bytes.fromhex(text) if len(text) == 64 else base64.urlsafe_b64decode(text + "==")
-    except (ValueError, binascii.Error):
-        raise VaultError(f"{ENV_VAR} is neither 64 hex characters nor base64") from None
-    if len(key) != 32:
-        raise VaultError(f"{ENV_VAR} must hold 32 bytes (AES-256); it holds {len(key)}")
-    return key
+    return _keyfile.parse_key(text, ENV_VAR, VaultError)
 
 
 def load_or_create_key(key_file: Path | None) -> bytes:
     """The vault key from the environment, else from `key_file`, created there if absent."""
-    if (env := os.environ.get(ENV_VAR)) is not None:
-        return parse_key(env)
-    if key_file is None:
-        raise VaultError(f"set {ENV_VAR} (32 bytes as hex) to seal card codes in this database")
-    try:
-        return parse_key(key_file.read_text())
-    except FileNotFoundError:
-        pass
-    key = AESGCM.generate_key(bit_length=256)
-    # Written whole under a temporary name, then linked into place: another process starting at
-    # the same moment either sees no file or a complete one, and only one key ever wins.
-    tmp = key_file.with_name(f".{key_file.name}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.hex() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    try:
-        os.link(tmp, key_file)
-    except FileExistsError:  # another process created it first: use theirs
-        return parse_key(key_file.read_text())
-    finally:
-        tmp.unlink()
-    log.warning(
-        "generated a new vault key; back it up (without it the card inventory cannot be read) "
-        f"or set {ENV_VAR} instead",
-        extra={"key_file": str(key_file)},
-    )
-    return key
+    return _keyfile.load_or_create_key(key_file, ENV_VAR, VaultError, what="the card inventory")
 
 
 class Vault:

@@ -1,0 +1,1125 @@
+"""The Tracker: places intents, follows every open order to a final state, delivers it once.
+
+One asyncio loop dispatches every API call; there is no task or thread per order. Each order
+waits in a heap by the wall-clock time its next step is due (placement, check or delivery). A
+call goes out only when the key's rate budget has a token and fewer than `max_in_flight` calls
+are out. Priority: the pages of a sweep in progress, then due checks, then placements.
+
+Checks are batched when that is cheaper: if the orders due within one interval outnumber the
+pages of `gift-cards/list` that cover their time window, one sweep reads those pages instead of
+one `checkOrder` per order. An order a sweep misses is checked with `checkOrder` next.
+
+Durability: an intent (and its ref) is on disk before any request leaves. Later steps are
+written in small batches; losing the last batch in a crash costs a repeat, never an order:
+a placement is resent with the same ref (the API answers DUPLICATED_REF with the order's id),
+a check is made again. The final state and the sealed cards are on disk before the handler
+runs, and the delivery marker right after it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import inspect
+import logging
+import math
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Self
+
+from oneclickdz._base import is_transient, may_have_arrived
+from oneclickdz._redact import mask
+from oneclickdz.client import AsyncClient
+from oneclickdz.errors import (
+    APIError,
+    AuthenticationError,
+    DuplicateRefError,
+    InconsistentOrderError,
+    NotFoundError,
+    OneClickDZError,
+    PermissionDeniedError,
+    PlacementUnknownError,
+    RateLimitError,
+)
+from oneclickdz.models import Card, Order
+from oneclickdz.outcome import Outcome
+from oneclickdz.polling import PollPolicy, next_pause
+
+from .budget import RateBudget
+from .model import Delivery, IntentSpec, MetaValue, State, TrackedOrder
+from .sealing import CardSealer, load_key
+from .store import DEFAULT_STORE_URL, DuplicateOrderError, TrackerStore, open_store
+from .sweep import PAGE_SIZE, Sweep, covering_window, estimate_pages, order_window
+
+__all__ = ["Handler", "RunSummary", "Tracker", "TrackerConfig", "TrackerStats", "TxHandler"]
+
+log = logging.getLogger("oneclickdz.tracker")
+
+# The merchant's delivery code: a plain or coroutine function of the Delivery. Sync ones run in
+# a worker thread, so a slow one does not stall the scheduler.
+Handler = Callable[[Delivery], Awaitable[object] | object]
+# A transactional handler also receives the store's open transaction (see TrackerStore.deliver).
+TxHandler = Callable[[Delivery, Any], Awaitable[object] | object]
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerConfig:
+    """How the tracker spends its budget and how patient it is.
+
+    rate_per_minute:   API calls a minute for this key (None: no limit); the service's is 600
+    burst:             calls that may go out at once after a quiet spell
+    max_in_flight:     API calls out at the same time
+    interval:          seconds between two checks of an order (the guide's 5 s)
+    deadline:          seconds after placement before an order is flagged stuck
+    stuck_interval:    seconds between checks of a stuck order
+    check_mode:        "auto" (sweep when cheaper), "check" (checkOrder only), "sweep"
+    max_place_attempts: placement tries (the same ref each time) before asking an operator
+    max_delivery_attempts: handler failures before the order is delivery_failed
+    delivery_concurrency: handlers running at once; also the most repeats a crash can cause
+    restart_spread:    seconds over which the first checks after a start are spread
+    clock_skew:        seconds the API's clock may differ from ours before it is learnt
+    """
+
+    rate_per_minute: float | None = 600.0
+    burst: float = 10.0
+    max_in_flight: int = 32
+    interval: float = 5.0
+    deadline: float = 600.0
+    stuck_interval: float = 60.0
+    check_mode: str = "auto"
+    max_place_attempts: int = 30
+    max_delivery_attempts: int = 5
+    delivery_concurrency: int = 1
+    delivery_backoff: float = 1.0
+    restart_spread: float = 5.0
+    clock_skew: float = 120.0
+    flush_interval: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.check_mode not in ("auto", "check", "sweep"):
+            raise ValueError("check_mode must be auto, check or sweep")
+        if self.max_in_flight < 1 or self.delivery_concurrency < 1:
+            raise ValueError("max_in_flight and delivery_concurrency must be >= 1")
+        if self.interval <= 0 or self.deadline <= 0 or self.stuck_interval <= 0:
+            raise ValueError("interval, deadline and stuck_interval must be > 0")
+
+    @property
+    def policy(self) -> PollPolicy:
+        return PollPolicy(interval=self.interval, max_attempts=None, timeout=self.deadline)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What `run(until_idle=True)` leaves behind: rows by state, and whether all is well."""
+
+    states: Mapping[str, int]
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed delivery, is stuck, needs an operator or was refused."""
+        return not any(
+            self.states.get(name, 0)
+            for name in ("delivery_failed", "stuck", "needs_operator", "rejected")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    count: int
+    p50: float | None
+    p99: float | None
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Latency:
+        if not values:
+            return cls(0, None, None)
+        ordered = sorted(values)
+        return cls(len(ordered), _pct(ordered, 0.50), _pct(ordered, 0.99))
+
+
+def _pct(ordered: Sequence[float], q: float) -> float:
+    return round(ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)], 3)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerStats:
+    """`tracker.stats()`: orders by state, API calls by kind, 429s, latencies, stuck orders."""
+
+    states: Mapping[str, int]
+    api_calls: Mapping[str, int]
+    throttled: int
+    placement_to_final: Latency
+    final_to_delivered: Latency
+    stuck: Sequence[str]
+    counters: Mapping[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "states": dict(self.states),
+            "api_calls": dict(self.api_calls),
+            "throttled_429": self.throttled,
+            "placement_to_final_s": _lat(self.placement_to_final),
+            "final_to_delivered_s": _lat(self.final_to_delivered),
+            "stuck": list(self.stuck),
+            "counters": dict(self.counters),
+        }
+
+
+def _lat(lat: Latency) -> dict[str, Any]:
+    return {"count": lat.count, "p50": lat.p50, "p99": lat.p99}
+
+
+# --------------------------------------------------------------------------- work items
+
+
+@dataclass(slots=True)
+class _Place:
+    order: TrackedOrder
+
+
+@dataclass(slots=True)
+class _Check:
+    order: TrackedOrder
+
+
+@dataclass(slots=True)
+class _Page:
+    sweep: Sweep
+    number: int
+
+
+_Work = _Place | _Check | _Page
+_Entry = tuple[float, int, TrackedOrder]
+
+# Counter names (persisted in the store; `stats()` reads them back).
+CALLS_PLACE = "calls.placeOrder"
+CALLS_CHECK = "calls.checkOrder"
+CALLS_LIST = "calls.list"
+THROTTLED = "throttled_429"
+CHECKED_BY_SWEEP = "checked.by_sweep"
+CHECKED_BY_CHECK = "checked.by_checkOrder"
+SWEEPS = "sweeps"
+SWEEPS_ABANDONED = "sweeps.abandoned"
+SWEEP_MISSES = "sweeps.missed_orders"
+HANDLER_CALLS = "handler.calls"
+HANDLER_FAILURES = "handler.failures"
+
+
+def _new_id() -> str:
+    return "trk_" + uuid.uuid4().hex[:24]
+
+
+def _now() -> float:
+    return time.time()
+
+
+class Tracker:
+    """Durable order tracking on top of `AsyncClient`.
+
+        async with Tracker(client, "sqlite:///shop-tracker.db", handler=deliver) as tracker:
+            await tracker.place("507f1f77bcf86cd799439011", "type_001", 2, meta={"shop": "A1"})
+            await tracker.run(until_idle=True)
+
+    `handler(delivery)` is called once per final order, after its state and sealed cards are on
+    disk; the order is marked delivered when it returns. A crash between the two repeats the
+    call with the same `delivery.delivery_key` (at-least-once: drop repeats by that key). A
+    `tx_handler(delivery, tx)` instead runs inside the store transaction that marks the
+    delivery, so effects it writes through `tx` happen exactly once.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient | None = None,
+        store: TrackerStore | str = DEFAULT_STORE_URL,
+        *,
+        handler: Handler | None = None,
+        tx_handler: TxHandler | None = None,
+        config: TrackerConfig | None = None,
+        key: bytes | None = None,
+    ) -> None:
+        if handler is not None and tx_handler is not None:
+            raise ValueError("give handler or tx_handler, not both")
+        self._client = client
+        self._owns_client = False
+        self.store = open_store(store) if isinstance(store, str) else store
+        self.handler = handler
+        self.tx_handler = tx_handler
+        self.config = config or TrackerConfig()
+        self._key = key
+        self._sealer: CardSealer | None = None
+        self._opened = False
+        self._rand = random.Random()
+        self._reset_run_state()
+
+    def _reset_run_state(self) -> None:
+        cfg = self.config
+        self.budget = RateBudget(cfg.rate_per_minute, burst=cfg.burst)
+        self._orders: dict[str, TrackedOrder] = {}  # every unsettled row, by id
+        self._by_order_id: dict[str, TrackedOrder] = {}
+        self._check_heap: list[_Entry] = []
+        self._place_heap: list[_Entry] = []
+        self._deliver_heap: list[_Entry] = []
+        self._durable_final: set[str] = set()  # final on disk: may be delivered
+        self._plan_not_before = 0.0
+        self._seq = 0
+        self._busy: set[str] = set()
+        self._force_check: set[str] = set()
+        self._dirty: dict[str, TrackedOrder] = {}
+        self._counts: dict[str, int] = {}
+        self._sweep: Sweep | None = None
+        self._density: float | None = None  # orders per second of window, from sweeps
+        self._unbounded_total: int | None = None
+        self._offset: float | None = None  # API clock minus ours, from orders seen
+        self._in_flight = 0
+        self._deliveries = 0
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._revision = -1
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def open(self) -> Self:
+        """Open the store and the card key (created beside a SQLite store on first use)."""
+        if self._opened:
+            return self
+        await self.store.open()
+        key = self._key if self._key is not None else load_key(self.store.key_file)
+        sealer = CardSealer(key)
+        token = await self.store.setting("key_check", sealer.check_token())
+        sealer.verify(token)
+        self._sealer = sealer
+        self._opened = True
+        return self
+
+    async def close(self) -> None:
+        if self._owns_client and self._client is not None:
+            await self._client.close()
+        await self.store.close()
+        self._opened = False
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def client(self) -> AsyncClient:
+        if self._client is None:
+            from oneclickdz._aiohttp import AiohttpTransport
+
+            self._client = AsyncClient(transport=AiohttpTransport())
+            self._owns_client = True
+        return self._client
+
+    def _checked_open(self) -> CardSealer:
+        if self._sealer is None:
+            raise RuntimeError("the tracker is not open: use `async with Tracker(...)`")
+        return self._sealer
+
+    # ----------------------------------------------------------------- what merchants call
+
+    async def place(
+        self,
+        product_id: str,
+        type_id: str,
+        quantity: int,
+        *,
+        meta: Mapping[str, MetaValue] | None = None,
+    ) -> TrackedOrder:
+        """Write one intent (on disk when this returns); `run()` places it."""
+        return (await self.place_many([IntentSpec(product_id, type_id, quantity, meta or {})]))[0]
+
+    async def place_many(self, specs: Iterable[IntentSpec]) -> list[TrackedOrder]:
+        """Write many intents in one transaction: all of them or none."""
+        self._checked_open()
+        now = _now()
+        rows = []
+        for spec in specs:
+            intent_id = _new_id()
+            rows.append(
+                TrackedOrder(
+                    id=intent_id,
+                    ref=f"oct-{intent_id[4:]}",
+                    product_id=spec.product_id,
+                    type_id=spec.type_id,
+                    quantity=spec.quantity,
+                    meta=dict(spec.meta),
+                    state=State.INTENT,
+                    created_at=now,
+                    next_at=now,
+                )
+            )
+        await self.store.insert(rows)
+        for row in rows:
+            log.info("intent written id=%s ref=%s quantity=%d", row.id, row.ref, row.quantity)
+            self._admit(row)
+        return rows
+
+    async def track(
+        self, order_id: str, *, meta: Mapping[str, MetaValue] | None = None
+    ) -> TrackedOrder:
+        """Adopt an order placed elsewhere; returns the existing row if it is already tracked."""
+        self._checked_open()
+        if not isinstance(order_id, str) or not order_id.strip():
+            raise ValueError("order_id must be a non-empty string")
+        now = _now()
+        row = TrackedOrder(
+            id=_new_id(), ref=None, product_id=None, type_id=None, quantity=None,
+            meta=dict(meta or {}), state=State.PLACED, created_at=now, order_id=order_id,
+            placed_at=now, started_at=now, next_at=now, deadline=now + self.config.deadline,
+            adopted=True,
+        )  # fmt: skip
+        try:
+            await self.store.insert([row])
+        except DuplicateOrderError:
+            existing = await self.store.get(order_id)
+            assert existing is not None
+            return existing
+        log.info("order adopted id=%s order_id=%s", row.id, order_id)
+        self._admit(row)
+        return row
+
+    async def get(self, ident: str) -> TrackedOrder | None:
+        """A tracked order by intent id, order id or ref."""
+        self._checked_open()
+        if ident in self._orders:
+            return self._orders[ident]
+        return await self.store.get(ident)
+
+    async def orders(
+        self, state: State | str | Collection[State] | None = None, *, stuck: bool | None = None
+    ) -> list[TrackedOrder]:
+        """Tracked orders, oldest first; `state` filters (one state or several)."""
+        self._checked_open()
+        states: Collection[State] | None
+        if state is None:
+            states = None
+        elif isinstance(state, str):
+            states = [State(state)]
+        else:
+            states = list(state)
+        return await self.store.select(states, stuck=stuck)
+
+    async def reveal(self, ident: str) -> tuple[Card, ...]:
+        """The cards of a final order, in clear. Logged (without the codes)."""
+        sealer = self._checked_open()
+        order = await self.get(ident)
+        if order is None:
+            raise LookupError(f"no tracked order {ident!r}")
+        if order.sealed_cards is None:
+            return ()
+        cards = sealer.open(order.sealed_cards, _context(order))
+        log.warning(
+            "cards revealed id=%s order_id=%s cards=%d", order.id, order.order_id, len(cards)
+        )
+        return cards
+
+    async def retry_delivery(self, ident: str) -> TrackedOrder:
+        """Queue a delivery_failed order for delivery again (the running tracker picks it up)."""
+        self._checked_open()
+        order = await self.store.requeue(ident, [State.DELIVERY_FAILED])
+        if order is None:
+            raise LookupError(f"no tracked order {ident!r}")
+        if order.state is not State.FINAL:
+            raise ValueError(f"order {order.id} is {order.state.value}, not delivery_failed")
+        if order.id not in self._orders:
+            self._admit(order)
+        return order
+
+    async def stats(self) -> TrackerStats:
+        self._checked_open()
+        await self._flush()
+        counters = await self.store.counters()
+        states = await self.store.state_counts()
+        to_final, to_delivered = await self.store.latencies()
+        stuck = [o.id for o in await self.store.select(stuck=True)]
+        calls = {
+            "placeOrder": counters.get(CALLS_PLACE, 0),
+            "checkOrder": counters.get(CALLS_CHECK, 0),
+            "list": counters.get(CALLS_LIST, 0),
+        }
+        return TrackerStats(
+            states=states,
+            api_calls=calls,
+            throttled=counters.get(THROTTLED, 0),
+            placement_to_final=Latency.of(to_final),
+            final_to_delivered=Latency.of(to_delivered),
+            stuck=stuck,
+            counters=counters,
+        )
+
+    def stop(self) -> None:
+        """Ask `run()` to return once the calls in flight have answered."""
+        self._stop.set()
+        self._wake.set()
+
+    # ----------------------------------------------------------------- the run loop
+
+    async def run(self, *, until_idle: bool = False) -> RunSummary:
+        """Place, follow and deliver until `stop()` (or, with `until_idle`, nothing is left).
+
+        Only one process may run a store's tracker at a time (RunnerActiveError otherwise).
+        """
+        self._checked_open()
+        await self.store.acquire_runner()
+        self._stop.clear()
+        await self._load_unsettled(spread=True)
+        flusher = asyncio.create_task(self._flusher())
+        try:
+            await self._dispatch(until_idle)
+        finally:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await self._flush()
+        return RunSummary(await self.store.state_counts())
+
+    async def _dispatch(self, until_idle: bool) -> None:
+        next_revision_check = 0.0
+        while not self._stop.is_set():
+            now = _now()
+            if now >= next_revision_check:
+                await self._watch_revision()
+                next_revision_check = now + 1.0
+            self._start_deliveries(now)
+            wait = self._next_due(now) - now
+            if wait <= 0 and self._in_flight < self.config.max_in_flight:
+                delay = self.budget.delay()
+                if delay > 0:
+                    await self._sleep(min(delay, 1.0))
+                    continue
+                work = self._next_work(now)
+                if work is not None:
+                    self.budget.take()
+                    self._spawn(self._execute(work))
+                    continue
+                wait = self._next_due(now) - now
+            if until_idle and self._idle():
+                return
+            await self._sleep(min(max(wait, 0.001), 1.0))
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    def _spawn(self, coro: Awaitable[None], *, call: bool = True) -> None:
+        if call:
+            self._in_flight += 1
+
+        async def runner() -> None:
+            try:
+                await coro
+            except Exception:  # a bug must not end the loop; the order is retried later
+                log.exception("tracker step failed unexpectedly")
+            finally:
+                if call:
+                    self._in_flight -= 1
+                self._wake.set()
+
+        task = asyncio.create_task(runner())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _idle(self) -> bool:
+        if self._in_flight or self._deliveries or self._dirty or self._sweep is not None:
+            return False
+        for order in self._orders.values():
+            if order.state is State.FINAL and self._delivers:
+                return False
+            if (order.state.to_place or order.state is State.PLACED) and not order.stuck:
+                return False
+        return True
+
+    @property
+    def _delivers(self) -> bool:
+        return self.handler is not None or self.tx_handler is not None
+
+    # ----------------------------------------------------------------- memory of open orders
+
+    def _admit(self, order: TrackedOrder) -> None:
+        """Hold an unsettled row in memory and queue its next step."""
+        if order.state.settled:
+            return
+        self._orders[order.id] = order
+        if order.order_id is not None:
+            self._by_order_id[order.order_id] = order
+        self._queue(order)
+        self._wake.set()
+
+    def _queue(self, order: TrackedOrder) -> None:
+        self._seq += 1
+        entry = (order.next_at, self._seq, order)
+        if order.state is State.FINAL:
+            heapq.heappush(self._deliver_heap, entry)
+        elif order.state is State.PLACED:
+            heapq.heappush(self._check_heap, entry)
+        elif order.state.to_place:
+            heapq.heappush(self._place_heap, entry)
+
+    def _forget(self, order: TrackedOrder) -> None:
+        self._orders.pop(order.id, None)
+        if order.order_id is not None:
+            self._by_order_id.pop(order.order_id, None)
+        self._force_check.discard(order.id)
+
+    def _touch(self, order: TrackedOrder) -> None:
+        self._dirty[order.id] = order
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self._counts[name] = self._counts.get(name, 0) + n
+
+    async def _load_unsettled(self, *, spread: bool) -> None:
+        ids = await self.store.unsettled_ids()
+        new = ids - self._orders.keys()
+        if not new:
+            return
+        rows = await self.store.load(new)
+        now = _now()
+        placed = [o for o in rows if o.state is State.PLACED]
+        # After a restart, spread the first checks so they do not all go out at once.
+        width = self.config.restart_spread if spread else 0.0
+        for order in rows:
+            if order in placed and width:
+                order.next_at = max(order.next_at, now + self._rand.uniform(0, width))
+            self._admit(order)
+        if rows:
+            log.info("tracker loaded %d unsettled order(s)", len(rows))
+
+    async def _watch_revision(self) -> None:
+        revision = await self.store.revision()
+        if revision != self._revision:
+            if self._revision != -1:
+                await self._load_unsettled(spread=False)
+            self._revision = revision
+
+    def _head(self, heap: list[_Entry], placing: bool) -> TrackedOrder | None:
+        """The earliest order of a heap whose entry is current (stale entries are dropped)."""
+        while heap:
+            due, _, order = heap[0]
+            current = (
+                order.next_at == due
+                and order.id not in self._busy
+                and order.id in self._orders
+                and (order.state.to_place if placing else order.state is State.PLACED)
+            )
+            if current:
+                return order
+            heapq.heappop(heap)
+        return None
+
+    def _next_due(self, now: float) -> float:
+        """When the next API call is due (now, if a sweep has a page to read)."""
+        if self._sweep is not None and self._sweep.has_page():
+            return now
+        due = now + 3600.0
+        for heap, placing in ((self._check_heap, False), (self._place_heap, True)):
+            head = self._head(heap, placing)
+            if head is not None:
+                due = min(due, head.next_at)
+        return due
+
+    # ----------------------------------------------------------------- choosing the next call
+
+    def _next_work(self, now: float) -> _Work | None:
+        """Priority: a page of the sweep in progress, a due check, a due placement."""
+        sweep = self._sweep
+        if sweep is not None:
+            page = sweep.take_page()
+            if page is not None:
+                sweep.in_flight += 1
+                return _Page(sweep, page)
+        order = self._head(self._check_heap, False)
+        if order is not None and order.next_at <= now:
+            if sweep is None and order.id not in self._force_check:
+                planned = self._plan_sweep(now)
+                if planned is not None:
+                    self._sweep = planned
+                    page = planned.take_page()
+                    planned.in_flight += 1
+                    return _Page(planned, page or 1)
+            heapq.heappop(self._check_heap)
+            self._busy.add(order.id)
+            self._force_check.discard(order.id)
+            return _Check(order)
+        order = self._head(self._place_heap, True)
+        if order is not None and order.next_at <= now:
+            heapq.heappop(self._place_heap)
+            self._busy.add(order.id)
+            return _Place(order)
+        return None
+
+    def _plan_sweep(self, now: float) -> Sweep | None:
+        """A sweep of the orders due within one interval, if it costs fewer calls than checks."""
+        mode = self.config.check_mode
+        if mode == "check" or now < self._plan_not_before:
+            return None
+        horizon = now + self.config.interval
+        candidates = {
+            order_id: o
+            for order_id, o in self._by_order_id.items()
+            if o.state is State.PLACED
+            and not o.stuck
+            and o.next_at <= horizon
+            and o.id not in self._busy
+            and o.id not in self._force_check
+        }
+        # Deciding costs a pass over the open orders: not more than twice a second.
+        self._plan_not_before = now + 0.5
+        if len(candidates) < 2 and mode == "auto":
+            return None
+        skew = self.config.clock_skew
+        window = covering_window(
+            order_window(o, self._offset, 2.0, skew) for o in candidates.values()
+        )
+        pages = estimate_pages(window, len(candidates), self._density, self._unbounded_total)
+        if mode == "auto" and pages >= len(candidates):
+            return None
+        for order in candidates.values():
+            self._busy.add(order.id)
+        self._count(SWEEPS)
+        log.debug("sweep start candidates=%d est_pages=%d", len(candidates), pages)
+        return Sweep(window, candidates, now)
+
+    # ----------------------------------------------------------------- executing a call
+
+    async def _execute(self, work: _Work) -> None:
+        if isinstance(work, _Page):
+            await self._read_page(work.sweep, work.number)
+        elif isinstance(work, _Check):
+            await self._check(work.order)
+        else:
+            await self._place(work.order)
+
+    def _note_throttle(self, exc: BaseException) -> None:
+        if isinstance(exc, RateLimitError):
+            self.budget.throttle(exc.retry_after)
+            self._count(THROTTLED)
+
+    async def _place(self, order: TrackedOrder) -> None:
+        now = _now()
+        if order.sent_at is None:
+            order.sent_at = now
+        if order.state is State.INTENT:
+            order.state = State.SENT
+        order.attempts += 1
+        self._count(CALLS_PLACE)
+        assert order.product_id is not None
+        assert order.type_id is not None
+        assert order.quantity is not None
+        assert order.ref is not None
+        try:
+            placed = await self.client.gift_cards.place_order(
+                order.product_id, order.type_id, order.quantity, order.ref
+            )
+        except DuplicateRefError as exc:
+            if exc.order_id:
+                self._placed(order, exc.order_id, adopted=True)
+            else:
+                await self._resolve_by_ref(order, exc)
+        except PlacementUnknownError as exc:
+            self._note_throttle(exc.__cause__ or exc)
+            self._place_later(order, exc, uncertain=True)
+        except OneClickDZError as exc:
+            self._note_throttle(exc)
+            if is_transient(exc) or isinstance(exc, AuthenticationError | PermissionDeniedError):
+                # The key may be fixed, the API may come back: try again later, the same ref.
+                self._place_later(order, exc, uncertain=may_have_arrived(exc))
+            elif order.state is State.UNCERTAIN or order.attempts > 1:
+                # An earlier attempt may have placed it: look before calling it refused.
+                await self._resolve_by_ref(order, exc)
+            else:
+                self._reject(order, exc)
+        else:
+            self._placed(order, placed.order_id, adopted=placed.recovered)
+        finally:
+            self._busy.discard(order.id)
+            self._touch(order)
+            self._queue(order)
+
+    def _placed(self, order: TrackedOrder, order_id: str, *, adopted: bool) -> None:
+        now = _now()
+        order.order_id = order_id
+        order.state = State.PLACED
+        order.placed_at = now
+        order.started_at = now
+        order.attempts = 0
+        order.last_error = None
+        order.deadline = now + self.config.deadline
+        order.next_at = now + self.config.interval
+        self._by_order_id[order_id] = order
+        log.info(
+            "order placed id=%s order_id=%s ref=%s recovered=%s", order.id, order_id, order.ref,
+            adopted,
+        )  # fmt: skip
+
+    def _place_later(self, order: TrackedOrder, exc: BaseException, *, uncertain: bool) -> None:
+        if uncertain:
+            order.state = State.UNCERTAIN
+        order.last_error = _describe(exc)
+        if order.attempts >= self.config.max_place_attempts:
+            self._settle(order, State.NEEDS_OPERATOR, f"placement unresolved after "
+                         f"{order.attempts} attempts: {order.last_error}")  # fmt: skip
+            return
+        pause = min(60.0, 0.5 * 2.0 ** min(order.attempts, 8))
+        pause *= 0.5 + self._rand.random() / 2
+        if isinstance(exc, RateLimitError) and exc.retry_after:
+            pause = max(pause, exc.retry_after)
+        order.next_at = _now() + pause
+        log.info(
+            "placement retry id=%s ref=%s attempt=%d uncertain=%s reason=%s", order.id, order.ref,
+            order.attempts, uncertain, order.last_error,
+        )  # fmt: skip
+
+    def _reject(self, order: TrackedOrder, exc: BaseException) -> None:
+        self._settle(order, State.REJECTED, _describe(exc))
+        log.warning("placement refused id=%s ref=%s reason=%s", order.id, order.ref,
+                    order.last_error)  # fmt: skip
+
+    async def _resolve_by_ref(self, order: TrackedOrder, exc: BaseException) -> None:
+        """Find the order an earlier attempt with this ref may have created, in the list."""
+        assert order.ref is not None
+        start = (order.sent_at or order.created_at) - self.config.clock_skew
+        window = (_iso(start), _iso(_now() + self.config.clock_skew))
+        page, pages = 1, 1
+        try:
+            while page <= pages:
+                if page > 1:
+                    await self._spend_token()
+                self._count(CALLS_LIST)
+                result = await self.client.gift_cards.list_orders_page(
+                    page, page_size=PAGE_SIZE, from_=window[0], to=window[1]
+                )
+                for item in result.items:
+                    if item.ref == order.ref:
+                        self._placed(order, item.id, adopted=True)
+                        self._apply(order, item, _now())
+                        return
+                pages = result.pagination.total_pages if result.pagination else 1
+                page += 1
+        except OneClickDZError as lookup:
+            self._note_throttle(lookup)
+            self._place_later(order, lookup, uncertain=True)
+            return
+        if isinstance(exc, DuplicateRefError):
+            self._settle(order, State.NEEDS_OPERATOR, "the API says the ref is used, but no "
+                         "order with it was found in the list")  # fmt: skip
+        else:
+            self._reject(order, exc)
+
+    async def _spend_token(self) -> None:
+        while (delay := self.budget.delay()) > 0:  # noqa: ASYNC110 - a timed wait, no event
+            await asyncio.sleep(delay)
+        self.budget.take()
+
+    async def _check(self, order: TrackedOrder) -> None:
+        assert order.order_id is not None
+        self._count(CALLS_CHECK)
+        self._count(CHECKED_BY_CHECK)
+        try:
+            result = await self.client.gift_cards.check_order(order.order_id)
+        except NotFoundError as exc:
+            self._settle(order, State.NEEDS_OPERATOR, f"the API does not know this order "
+                         f"({_describe(exc)})")  # fmt: skip
+        except OneClickDZError as exc:
+            self._note_throttle(exc)
+            self._after_check(order, _now(), exc)
+        else:
+            self._apply(order, result, _now())
+        finally:
+            self._busy.discard(order.id)
+            self._touch(order)
+            self._queue(order)
+
+    async def _read_page(self, sweep: Sweep, number: int) -> None:
+        window = sweep.window.params()
+        self._count(CALLS_LIST)
+        try:
+            page = await self.client.gift_cards.list_orders_page(
+                number, page_size=PAGE_SIZE, from_=window[0], to=window[1]
+            )
+        except OneClickDZError as exc:
+            self._note_throttle(exc)
+            if is_transient(exc):
+                sweep.retry_pages.append(number)
+            else:
+                log.warning("sweep abandoned: %s", _describe(exc))
+                sweep.abandoned = True
+        else:
+            now = _now()
+            sweep.pages_read += 1
+            if number == 1 and page.pagination is not None:
+                sweep.total_pages = page.pagination.total_pages
+                sweep.total_results = page.pagination.total_results
+                self._learn_density(sweep)
+                self._maybe_abandon(sweep, page.items)
+            elif number == 1:
+                sweep.total_pages = 1
+            for item in page.items:
+                candidate = sweep.candidates.get(item.id)
+                if candidate is None or item.id in sweep.seen:
+                    continue
+                sweep.seen.add(item.id)
+                self._count(CHECKED_BY_SWEEP)
+                self._apply(candidate, item, now)
+                self._busy.discard(candidate.id)
+                self._touch(candidate)
+                self._queue(candidate)
+        finally:
+            sweep.in_flight -= 1
+            if sweep.done:
+                self._finish_sweep(sweep)
+
+    def _learn_density(self, sweep: Sweep) -> None:
+        total = sweep.total_results or 0
+        length = sweep.window.length
+        if length is None:
+            self._unbounded_total = total
+        elif length > 0:
+            self._density = total / length
+
+    def _maybe_abandon(self, sweep: Sweep, first_items: Sequence[Order]) -> None:
+        if self.config.check_mode != "auto" or sweep.total_pages is None:
+            return
+        seen_now = sum(1 for item in first_items if item.id in sweep.candidates)
+        remaining = len(sweep.candidates) - seen_now
+        if sweep.total_pages - 1 > remaining:
+            sweep.abandoned = True
+            self._count(SWEEPS_ABANDONED)
+
+    def _finish_sweep(self, sweep: Sweep) -> None:
+        if self._sweep is sweep:
+            self._sweep = None
+        missed = [o for o in sweep.unseen() if o.state is State.PLACED]
+        if not sweep.abandoned:
+            self._count(SWEEP_MISSES, len(missed))
+        for order in missed:
+            self._busy.discard(order.id)
+            if not sweep.abandoned:
+                self._force_check.add(order.id)  # checkOrder it next
+            self._queue(order)
+        self._wake.set()
+
+    # ----------------------------------------------------------------- what a check tells
+
+    def _apply(self, order: TrackedOrder, result: Order, now: float) -> None:
+        if result.time is not None:
+            order.order_time = result.time.timestamp()
+            if order.sent_at is not None and not order.adopted:
+                sample = order.order_time - order.sent_at
+                self._offset = sample if self._offset is None else 0.9 * self._offset + 0.1 * sample
+        if order.quantity is None:
+            order.quantity = result.quantity
+            order.product_id = result.product
+            order.type_id = result.type
+        if not result.is_final:
+            self._after_check(order, now, None)
+            return
+        sealer = self._checked_open()
+        order.status = str(result.status)
+        order.fulfilled_quantity = result.fulfilled_quantity
+        order.price_per_card = result.price_per_card
+        order.final_at = now
+        try:
+            outcome = Outcome.from_order(result)
+        except InconsistentOrderError as exc:
+            if result.cards:
+                order.sealed_cards = sealer.seal(result.cards, _context(order))
+            self._settle(order, State.NEEDS_OPERATOR, f"inconsistent order: {exc}")
+            return
+        order.amount_charged = outcome.amount_charged
+        order.amount_refunded = outcome.amount_refunded
+        order.sealed_cards = sealer.seal(outcome.cards, _context(order)) if outcome.cards else None
+        order.state = State.FINAL
+        order.stuck = False
+        order.next_at = now
+        log.info("order final id=%s order_id=%s status=%s cards=%d", order.id, order.order_id,
+                 order.status, len(outcome.cards))  # fmt: skip
+
+    def _after_check(self, order: TrackedOrder, now: float, error: OneClickDZError | None) -> None:
+        order.attempts += 1
+        if error is not None:
+            order.last_error = _describe(error)
+        started = order.started_at if order.started_at is not None else now
+        pause = next_pause(
+            self.config.policy, order.attempts, now - started, error, self._rand.random
+        )
+        if pause is None:
+            if not order.stuck:
+                log.warning("order stuck id=%s order_id=%s after %.0f s", order.id,
+                            order.order_id, now - started)  # fmt: skip
+            order.stuck = True
+            pause = self.config.stuck_interval
+        order.next_at = now + pause
+
+    def _settle(self, order: TrackedOrder, state: State, reason: str | None) -> None:
+        order.state = state
+        order.last_error = reason
+        self._forget(order)
+        self._touch(order)
+        if state is State.NEEDS_OPERATOR:
+            log.error("needs an operator id=%s order_id=%s ref=%s: %s", order.id,
+                      order.order_id, order.ref, reason)  # fmt: skip
+
+    # ----------------------------------------------------------------- durability
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.flush_interval)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._dirty and not self._counts:
+            return
+        dirty, self._dirty = list(self._dirty.values()), {}
+        counts, self._counts = self._counts, {}
+        try:
+            await self.store.save(dirty, counts)
+        except BaseException:
+            for order in dirty:  # keep them for the next flush
+                self._dirty.setdefault(order.id, order)
+            for name, n in counts.items():
+                self._count(name, n)
+            raise
+        for order in dirty:
+            if order.state is State.FINAL and order.id in self._orders:
+                self._durable_final.add(order.id)
+        self._wake.set()
+
+    # ----------------------------------------------------------------- delivery
+
+    def _start_deliveries(self, now: float) -> None:
+        if not self._delivers:
+            return
+        heap = self._deliver_heap
+        while heap and self._deliveries < self.config.delivery_concurrency:
+            due, _, order = heap[0]
+            if (
+                order.state is not State.FINAL
+                or order.next_at != due
+                or order.id not in self._orders
+                or order.id in self._busy
+            ):
+                heapq.heappop(heap)
+                continue
+            if due > now or order.id not in self._durable_final or order.id in self._dirty:
+                break
+            heapq.heappop(heap)
+            self._busy.add(order.id)
+            self._deliveries += 1
+            self._spawn(self._deliver(order), call=False)
+
+    async def _deliver(self, order: TrackedOrder) -> None:
+        sealer = self._checked_open()
+        cards = sealer.open(order.sealed_cards, _context(order)) if order.sealed_cards else ()
+        delivery = _delivery(order, cards)
+        done = replace(order, state=State.DELIVERED, delivered_at=None, last_error=None)
+        self._count(HANDLER_CALLS)
+        try:
+            if self.tx_handler is not None:
+                handler = self.tx_handler
+
+                async def effect(tx: Any) -> None:
+                    result = handler(delivery, tx)
+                    if inspect.isawaitable(result):
+                        await result
+
+                done.delivered_at = _now()
+                await self.store.deliver(done, effect)
+            else:
+                assert self.handler is not None
+                if inspect.iscoroutinefunction(self.handler):
+                    await self.handler(delivery)
+                else:
+                    result = await asyncio.to_thread(self.handler, delivery)
+                    if inspect.isawaitable(result):
+                        await result
+                done.delivered_at = _now()
+                await self.store.deliver(done)
+        except Exception as exc:
+            self._count(HANDLER_FAILURES)
+            self._delivery_failed(order, exc, cards)
+        else:
+            order.state = State.DELIVERED
+            order.delivered_at = done.delivered_at
+            order.last_error = None
+            self._forget(order)
+            self._durable_final.discard(order.id)
+            log.info("order delivered id=%s order_id=%s key=%s", order.id, order.order_id,
+                     delivery.delivery_key)  # fmt: skip
+        finally:
+            self._busy.discard(order.id)
+            self._deliveries -= 1
+
+    def _delivery_failed(self, order: TrackedOrder, exc: Exception, cards: Sequence[Card]) -> None:
+        order.delivery_attempts += 1
+        message = f"{type(exc).__name__}: {exc}"
+        for card in cards:  # a handler's error must not carry a code into the store or a log
+            for secret in (card.value, card.serial):
+                if secret:
+                    message = message.replace(secret, mask(secret) or "****")
+        order.last_error = message[:500]
+        if order.delivery_attempts >= self.config.max_delivery_attempts:
+            self._durable_final.discard(order.id)
+            self._settle(order, State.DELIVERY_FAILED, order.last_error)
+            log.error("delivery failed id=%s order_id=%s attempts=%d: %s", order.id,
+                      order.order_id, order.delivery_attempts, order.last_error)  # fmt: skip
+            return
+        pause = min(60.0, self.config.delivery_backoff * 2.0 ** (order.delivery_attempts - 1))
+        order.next_at = _now() + pause
+        log.warning("delivery retry id=%s attempt=%d in %.1f s: %s", order.id,
+                    order.delivery_attempts, pause, order.last_error)  # fmt: skip
+        self._touch(order)
+        self._queue(order)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _context(order: TrackedOrder) -> str:
+    return f"{order.id}|{order.order_id}"
+
+
+def _delivery(order: TrackedOrder, cards: tuple[Card, ...]) -> Delivery:
+    assert order.order_id is not None
+    assert order.status is not None
+    return Delivery(
+        delivery_key=order.delivery_key,
+        intent_id=order.id,
+        order_id=order.order_id,
+        status=order.status,
+        quantity=order.quantity or 0,
+        delivered=len(cards),
+        price_per_card=order.price_per_card or Decimal(0),
+        amount_charged=order.amount_charged or Decimal(0),
+        amount_refunded=order.amount_refunded or Decimal(0),
+        meta=order.meta,
+        cards=cards,
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, APIError):
+        return f"{type(exc).__name__} {exc.status_code} {exc.code}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _iso(ts: float) -> str:
+    from .sweep import iso
+
+    return iso(ts)
