@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -14,6 +15,7 @@ from oneclickdz import (
     APITimeoutError,
     AsyncClient,
     AsyncTransport,
+    DuplicateRefError,
     NotFoundError,
     Order,
     OrderStatus,
@@ -91,6 +93,20 @@ async def test_three_sandbox_endings_at_once(async_client: AsyncClient) -> None:
     assert balance.balance == Decimal(100_000 - 1960 - 490)
 
 
+async def test_placements_without_ref_get_distinct_automatic_refs(
+    async_client: AsyncClient,
+) -> None:
+    placed = await asyncio.gather(
+        *(async_client.gift_cards.place_order(PSN, "type_001", 1) for _ in range(3))
+    )
+    outcome = await async_client.gift_cards.process_order(PSN, "type_001", 1, policy=FAST)
+    refs = [p.order_ref for p in placed] + [outcome.order.ref]
+    assert all(ref is not None and re.fullmatch(r"auto-[0-9a-f]{32}", ref) for ref in refs)
+    assert len(set(refs)) == 4
+    for p in placed:
+        assert (await async_client.gift_cards.check_order(p.order_id)).ref == p.order_ref
+
+
 async def test_wait_accepts_a_coroutine_callback(async_client: AsyncClient) -> None:
     placed = await async_client.gift_cards.place_order(PSN, "type_001", 1)
     seen: list[Order] = []
@@ -145,22 +161,47 @@ async def test_transient_failures_are_retried(
         assert (await c.gift_cards.check_product(PSN)).product_id == PSN
 
 
+@pytest.mark.parametrize("ref", [None, "r-1"])
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_place_order_is_never_sent_twice_without_ref_and_recovered_with_one(
-    service_factory: Callable[..., Service], transport: str
+async def test_place_order_is_recovered_by_its_automatic_ref_or_by_the_callers(
+    service_factory: Callable[..., Service], transport: str, ref: str | None
 ) -> None:
+    """The first two answers are lost; the third attempt meets DUPLICATED_REF: one order."""
     svc = faulty(service_factory, "placeOrder:1:reset-after:x2")
     key = svc.create_key(balance=10_000)
     async with AsyncClient(key, base_url=svc.base_url, transport=make_transport(transport)) as c:
-        with pytest.raises(PlacementUnknownError):
-            await c.gift_cards.place_order(PSN, "type_001", 1)
-        recovered = await c.gift_cards.place_order(PSN, "type_001", 1, ref="r-1")
-        assert recovered.recovered
+        placed = await c.gift_cards.place_order(PSN, "type_001", 1, ref)
+        again = await c.gift_cards.place_order(PSN, "type_001", 1)  # no fault left
         orders = [o.id async for o in c.gift_cards.list_orders()]
         balance = await c.account.balance()
-    assert len(orders) == 2  # one per call: the lost answers never became second purchases
-    assert recovered.order_id in orders
+        checked = await c.gift_cards.check_order(placed.order_id)
+    assert placed.recovered
+    assert placed.order_ref is not None
+    if ref is None:
+        assert re.fullmatch(r"auto-[0-9a-f]{32}", placed.order_ref)
+    else:
+        assert placed.order_ref == ref
+    assert checked.ref == placed.order_ref
+    assert again.order_ref != placed.order_ref
+    assert sorted(orders) == sorted([placed.order_id, again.order_id])  # one per call
     assert balance.balance == Decimal(10_000 - 2 * 490)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_place_order_without_ref_that_never_gets_an_answer_names_its_ref(
+    service_factory: Callable[..., Service], transport: str
+) -> None:
+    svc = faulty(service_factory, "placeOrder:1:reset-after:x3")
+    key = svc.create_key(balance=10_000)
+    async with AsyncClient(key, base_url=svc.base_url, transport=make_transport(transport)) as c:
+        with pytest.raises(PlacementUnknownError) as info:
+            await c.gift_cards.place_order(PSN, "type_001", 1)
+        ref = info.value.request.ref
+        assert ref is not None and re.fullmatch(r"auto-[0-9a-f]{32}", ref)
+        with pytest.raises(DuplicateRefError) as again:
+            await c.gift_cards.place_order(PSN, "type_001", 1, ref=ref)
+        orders = [o.id async for o in c.gift_cards.list_orders()]
+    assert orders == [again.value.order_id]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

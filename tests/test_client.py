@@ -25,8 +25,11 @@ from tests.conftest import fresh_account
 from tests.sdk_fixtures import (  # noqa: F401 - fixtures are found by name
     FAST,
     PSN,
+    StubAPI,
     client_fixture,
     faulty,
+    stub_api_fixture,
+    stub_server_fixture,
 )
 
 README = Path(__file__).parent.parent / "README.md"
@@ -85,6 +88,29 @@ def test_place_then_check_an_order(client: Client) -> None:
     assert done.status is OrderStatus.FULFILLED
     assert done.price_per_card == Decimal(980)
     assert done.ref == "check-me"
+
+
+def test_place_order_without_ref_gets_an_automatic_ref_per_call(client: Client) -> None:
+    """No ref given: one is made up for each call, sent, stored by the service and returned."""
+    placed = [client.gift_cards.place_order(PSN, "type_001", 1) for _ in range(3)]
+    outcome = client.gift_cards.process_order(PSN, "type_001", 1, policy=FAST)
+    refs = [p.order_ref for p in placed] + [outcome.order.ref]
+    assert all(ref is not None and re.fullmatch(r"auto-[0-9a-f]{32}", ref) for ref in refs)
+    assert len(set(refs)) == 4  # distinct across calls
+    for p in placed:
+        assert client.gift_cards.check_order(p.order_id).ref == p.order_ref
+    listed = {o.id: o.ref for o in client.gift_cards.list_orders()}
+    assert listed == {p.order_id: p.order_ref for p in placed} | {outcome.order_id: refs[-1]}
+
+
+def test_order_ref_is_the_ref_sent_when_the_answer_does_not_echo_it(stub_api: StubAPI) -> None:
+    """The docs' placeOrder answer may hold only `orderId` (the stub's): the ref is still known."""
+    with Client("k", base_url=stub_api.base_url) as c:
+        automatic = c.gift_cards.place_order(PSN, "type_001", 1)
+        own = c.gift_cards.place_order(PSN, "type_001", 1, ref="inv-9")
+    assert automatic.order_ref is not None
+    assert re.fullmatch(r"auto-[0-9a-f]{32}", automatic.order_ref)
+    assert own.order_ref == "inv-9"
 
 
 def test_list_orders_walks_every_page(client: Client) -> None:

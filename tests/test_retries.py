@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from oneclickdz import (
     APIConnectionError,
     APITimeoutError,
     Client,
+    DuplicateRefError,
     InvalidRequestError,
     NotFoundError,
     PlacementUnknownError,
@@ -23,6 +25,7 @@ from oneclickdz import (
     UnexpectedResponseError,
 )
 from oneclickdz._base import backoff_delay, parse_retry_after, retry_delay
+from oneclickdz._transport import HTTPXTransport, Request, Response
 from oneclickdz.server.testing import Service, free_port
 from tests.sdk_fixtures import (
     PSN,
@@ -173,41 +176,102 @@ def client_factory() -> Callable[[Service], Client]:
 
 # ----------------------------------------------------------------- placeOrder: never twice
 
+AUTO_REF = re.compile(r"auto-[0-9a-f]{32}")
 
-@pytest.mark.parametrize("fault", ["reset-after", "reset", "503", "500", "malformed", "delay=3"])
-def test_place_order_without_ref_is_never_sent_twice(
-    service_factory: Callable[..., Service], fault: str
+
+class Recording:
+    """The client's own transport, keeping every request it sends (the server stays real)."""
+
+    def __init__(self) -> None:
+        self.inner = HTTPXTransport()
+        self.sent: list[Request] = []
+
+    def send(self, request: Request) -> Response:
+        self.sent.append(request)
+        return self.inner.send(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def refs(self) -> list[str]:
+        return [json.loads(r.content or b"{}")["ref"] for r in self.sent if "placeOrder" in r.url]
+
+
+@pytest.mark.parametrize(
+    ("fault", "recovered"),
+    [
+        ("reset-after", True),  # handled, answer lost: the retry meets DUPLICATED_REF
+        ("empty", True),
+        ("malformed", True),
+        ("reset", False),  # never handled: the retry places it
+        ("503", False),
+        ("500", False),
+        ("delay=3", None),  # the retry places it; the late first attempt meets DUPLICATED_REF
+    ],
+)
+def test_place_order_without_ref_is_retried_with_an_automatic_ref_and_buys_once(
+    service_factory: Callable[..., Service], fault: str, recovered: bool | None
 ) -> None:
-    """Any failure once the request may have arrived: PlacementUnknownError, and no second order.
+    """The first answer is lost; the retry sends the same automatic ref, so one order exists.
 
-    If the SDK repeated the request, the repeat would succeed (the fault fires once) and buy again.
+    If the retry sent no ref or another one, it would buy a second time (the fault fires once).
     """
     svc = faulty(service_factory, f"placeOrder:1:{fault}:x1")
-    with Client(svc.create_key(balance=BALANCE), base_url=svc.base_url, timeout=1.0) as c:
-        with pytest.raises(PlacementUnknownError) as info:
-            c.gift_cards.place_order(PSN, "type_001", 2)
-        placed = orders_of(c)
-        balance = c.account.balance().balance
-    assert len(placed) <= 1  # the one attempt may have created it, nothing more
-    assert balance == BALANCE - 980 * len(placed)
-    err = info.value
-    assert (err.request.product_id, err.request.type_id, err.request.quantity) == (
-        PSN,
-        "type_001",
-        2,
-    )
-    assert err.request.ref is None
-    assert err.__cause__ is err.cause
+    transport = Recording()
+    key = svc.create_key(balance=BALANCE)
+    with Client(key, base_url=svc.base_url, timeout=1.0, transport=transport) as c:
+        placed = c.gift_cards.place_order(PSN, "type_001", 2)
+        assert orders_of(c) == [placed.order_id]  # exactly one order on the service
+        assert c.account.balance().balance == BALANCE - 980
+        assert c.gift_cards.check_order(placed.order_id).ref == placed.order_ref
+    assert placed.order_ref is not None
+    assert AUTO_REF.fullmatch(placed.order_ref)
+    if recovered is not None:
+        assert placed.recovered is recovered
+    refs = transport.refs()
+    assert len(refs) == 2  # the lost attempt and its retry
+    assert refs == [placed.order_ref] * 2  # made once per call, the same on every retry
 
 
-def test_place_order_without_ref_reset_after_leaves_exactly_one_order(
+def test_automatic_refs_differ_from_call_to_call_and_stay_on_every_retry(
     service_factory: Callable[..., Service],
 ) -> None:
-    svc = faulty(service_factory, "placeOrder:1:reset-after:x1")
+    # The rules fire in turn: the 1st attempt's answer is lost, the 2nd meets a 503.
+    svc = faulty(service_factory, "placeOrder:1:reset-after:x1,placeOrder:1:503:x1")
+    transport = Recording()
+    with Client(svc.create_key(balance=BALANCE), base_url=svc.base_url, transport=transport) as c:
+        first = c.gift_cards.place_order(PSN, "type_001", 1)  # lost, 503, then DUPLICATED_REF
+        second = c.gift_cards.place_order(PSN, "type_001", 1)
+        third = c.gift_cards.place_order(PSN, "type_001", 1)
+        assert sorted(orders_of(c)) == sorted(p.order_id for p in (first, second, third))
+        assert c.account.balance().balance == BALANCE - 3 * 490
+    assert (first.recovered, second.recovered, third.recovered) == (True, False, False)
+    refs = [p.order_ref for p in (first, second, third)]
+    assert all(ref is not None and AUTO_REF.fullmatch(ref) for ref in refs)
+    assert len(set(refs)) == 3
+    assert transport.refs() == [refs[0]] * 3 + [refs[1], refs[2]]
+
+
+def test_place_order_without_ref_that_never_gets_an_answer_names_its_ref(
+    service_factory: Callable[..., Service],
+) -> None:
+    """Retries used up: the error carries the automatic ref; placing again with it reconciles."""
+    svc = faulty(service_factory, "placeOrder:1:reset-after:x3")  # all 3 attempts lose the answer
     with Client(svc.create_key(balance=BALANCE), base_url=svc.base_url) as c:
-        with pytest.raises(PlacementUnknownError):
+        with pytest.raises(PlacementUnknownError) as info:
             c.gift_cards.place_order(PSN, "type_001", 2)
-        assert len(orders_of(c)) == 1  # the order exists: the caller must reconcile, not re-buy
+        err = info.value
+        request = err.request
+        assert (request.product_id, request.type_id, request.quantity) == (PSN, "type_001", 2)
+        assert request.ref is not None and AUTO_REF.fullmatch(request.ref)
+        assert f"ref {request.ref!r}" in str(err)
+        assert "place it again with the same ref" in str(err)
+        assert err.__cause__ is err.cause
+        with pytest.raises(DuplicateRefError) as again:
+            c.gift_cards.place_order(
+                request.product_id, request.type_id, request.quantity, ref=request.ref
+            )
+        assert orders_of(c) == [again.value.order_id]  # it existed, and was not bought twice
         assert c.account.balance().balance == BALANCE - 980
 
 
@@ -219,6 +283,7 @@ def test_place_order_without_ref_is_retried_when_it_surely_did_not_arrive(
     with Client(svc.create_key(balance=BALANCE), base_url=svc.base_url) as c:
         placed = c.gift_cards.place_order(PSN, "type_001", 1)
         assert orders_of(c) == [placed.order_id]
+    assert not placed.recovered
 
 
 def test_place_order_with_ref_recovers_the_order_through_duplicated_ref(

@@ -6,11 +6,14 @@ The retry rules live here and nowhere else:
   never any other 4xx;
 - the pause is exponential backoff with full jitter (0.5 s doubling, capped at 8 s), or exactly
   the server's `Retry-After` when it gives one (a `Retry-After` above 60 s is not waited for);
-- a call that is not safe to repeat (placeOrder without a ref) is retried only when the failure
-  proves the request never reached the server (connection refused, 429); any other failure that
-  may have reached it becomes `PlacementUnknownError`;
-- placeOrder with a ref is retried like a read; if a retry meets DUPLICATED_REF after an attempt
-  that may have arrived, the existing order is returned instead of an error.
+- placeOrder always carries a ref (the caller's, or `auto-<uuid4 hex>` made up once per call by
+  `_endpoints.place_order`), so it is retried like a read; if a retry meets DUPLICATED_REF after
+  an attempt that may have arrived, the existing order is returned instead of an error; when the
+  retries run out after an attempt that may have arrived, the failure becomes
+  `PlacementUnknownError` (its `request.ref` is the ref to place again with);
+- a call that is not safe to repeat (a placement without a ref, which the clients never send) is
+  retried only when the failure proves the request never reached the server (connection
+  refused, 429); any other failure that may have reached it becomes `PlacementUnknownError`.
 """
 
 from __future__ import annotations
@@ -148,7 +151,8 @@ class Call(Generic[T]):
 
     @property
     def repeatable(self) -> bool:
-        """Reads are; placeOrder is only with a ref (the server refuses a second use of it)."""
+        """Reads are; placeOrder is only with a ref (the server refuses a second use of it), which
+        `_endpoints.place_order` always gives it."""
         return self.placement is None or self.placement.ref is not None
 
 

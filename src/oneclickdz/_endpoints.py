@@ -5,6 +5,9 @@ The sync and async resource classes only hand these to their client.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -25,6 +28,8 @@ from .models import (
 )
 
 MAX_PAGE_SIZE = 100
+AUTO_REF_PREFIX = "auto-"
+"""The prefix of the refs the SDK makes up for a placement given none."""
 
 DateLike = datetime | str
 
@@ -92,6 +97,19 @@ def _with_request_id(envelope: Envelope[PlacedOrder], response: Response) -> Pla
     return envelope.data.model_copy(update={"request_id": request_id})
 
 
+def _with_ref(ref: str) -> Callable[[Response], PlacedOrder]:
+    """placeOrder's decoder for a placement sent with `ref`: the answer carries the ref sent,
+    also when the service does not echo `orderRef` (the caller reconciles by it)."""
+
+    def decode(response: Response) -> PlacedOrder:
+        placed = _decode_placed(response)
+        if placed.order_ref is None:
+            return placed.model_copy(update={"order_ref": ref})
+        return placed
+
+    return decode
+
+
 _decode_orders_page = decoder(Page[Order], _with_pagination)
 _decode_transactions_page = decoder(Page[Transaction], _with_pagination)
 _decode_order = decoder(Order)
@@ -131,15 +149,31 @@ def check_product(product_id: str) -> Call[Product]:
     return Call("GET", path, _decode_product)
 
 
+def auto_ref() -> str:
+    """A new ref for a placement given none: `auto-` and the 32 hex digits of a uuid4.
+
+    37 characters (the API allows 100), unique per call, so that every placement can be retried
+    and an order created by an attempt whose answer was lost is recovered by its ref.
+    """
+    return AUTO_REF_PREFIX + uuid.uuid4().hex
+
+
 def place_order(request: PlaceOrderRequest) -> Call[PlacedOrder]:
+    """placeOrder; a request without a ref gets one from `auto_ref()` here, once per call, so
+    every retry of the call sends the same ref (the Call, with its ref, lives for all attempts).
+    """
     _segment("product_id", request.product_id)
     _segment("type_id", request.type_id)
     if isinstance(request.quantity, bool) or not isinstance(request.quantity, int):
         raise TypeError("quantity must be an int")
-    if request.ref is not None and (not isinstance(request.ref, str) or not request.ref):
-        raise ValueError("ref must be a non-empty string (or None)")
+    ref = request.ref
+    if ref is None:
+        ref = auto_ref()
+        request = replace(request, ref=ref)
+    elif not isinstance(ref, str) or not ref:
+        raise ValueError("ref must be a non-empty string (or None for an automatic one)")
     return Call(
-        "POST", "/gift-cards/placeOrder", _decode_placed, body=request.body(), placement=request
+        "POST", "/gift-cards/placeOrder", _with_ref(ref), body=request.body(), placement=request
     )
 
 

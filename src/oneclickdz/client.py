@@ -71,7 +71,7 @@ def _log_placed(placed: PlacedOrder, request: PlaceOrderRequest) -> None:
         "order placed order_id=%s ref=%s product_id=%s type_id=%s quantity=%d recovered=%s "
         "request_id=%s",
         placed.order_id,
-        request.ref,
+        placed.order_ref,  # the ref sent: the caller's or the automatic one
         request.product_id,
         request.type_id,
         request.quantity,
@@ -179,11 +179,16 @@ class GiftCards:
         *,
         timeout: float | None = None,
     ) -> PlacedOrder:
-        """Buy `quantity` cards; the balance is charged now. Returns the new order's id.
+        """Buy `quantity` cards; the balance is charged now. Returns the new order's id and ref.
 
-        With a `ref` (unique per purchase) the call is retried safely and an order created by an
-        unanswered attempt is recovered. Without one it is never sent twice: a failure after the
-        request may have arrived raises PlacementUnknownError.
+        Every placement carries a ref, so every placement is retried safely: give your own
+        (unique per purchase, e.g. an invoice number, at most 100 characters), or one is made up
+        for this call (`auto-` and 32 hex digits; there is no opt-out), the same for all its
+        retries. If an attempt whose answer was lost had created the order, the retry meets
+        DUPLICATED_REF and returns that order (`recovered` is true). `order_ref` is the ref used:
+        keep it to reconcile. When the retries run out after the request may have arrived,
+        PlacementUnknownError is raised; its `request.ref` is the ref used: place again with it
+        (DuplicateRefError.order_id names the order if one exists), never without it.
         """
         request = _placement(product_id, type_id, quantity, ref)
         placed = self._client._request(_timed(api.place_order(request), timeout))
@@ -265,7 +270,10 @@ class GiftCards:
         policy: PollPolicy | None = None,
         on_update: OnUpdate | None = None,
     ) -> Outcome:
-        """Place an order, wait until it is final, and return its checked Outcome."""
+        """Place an order, wait until it is final, and return its checked Outcome.
+
+        The placement is `place_order`'s: without a `ref`, one is made up (and retried safely).
+        """
         placed = self.place_order(product_id, type_id, quantity, ref)
         order = self.wait(placed.order_id, policy=policy, on_update=on_update)
         return Outcome.from_order(order)
@@ -415,7 +423,7 @@ class AsyncGiftCards:
         *,
         timeout: float | None = None,
     ) -> PlacedOrder:
-        """See `GiftCards.place_order`: retried only with a `ref`."""
+        """See `GiftCards.place_order`: a ref is made up when none is given, then retried."""
         request = _placement(product_id, type_id, quantity, ref)
         placed = await self._client._request(_timed(api.place_order(request), timeout))
         _log_placed(placed, request)
@@ -493,7 +501,10 @@ class AsyncGiftCards:
         policy: PollPolicy | None = None,
         on_update: AsyncOnUpdate | None = None,
     ) -> Outcome:
-        """Place an order, wait until it is final, and return its checked Outcome."""
+        """Place an order, wait until it is final, and return its checked Outcome.
+
+        The placement is `place_order`'s: without a `ref`, one is made up (and retried safely).
+        """
         placed = await self.place_order(product_id, type_id, quantity, ref)
         order = await self.wait(placed.order_id, policy=policy, on_update=on_update)
         return Outcome.from_order(order)

@@ -211,10 +211,10 @@ class APITimeoutError(APIConnectionError):
 class PlacementUnknownError(OneClickDZError):
     """placeOrder failed after the request may have reached the server: the order may exist.
 
-    Without a `ref` the SDK never sends placeOrder twice, so it cannot tell; with a `ref` it
-    retried and still got no answer. Reconcile before buying again: look for the order in
-    `list_orders()` (by time, product and quantity), or place again with the same `ref` and read
-    `DuplicateRefError.order_id`. `request` holds what was sent; `__cause__` the failure.
+    Every placement carries a ref (the caller's, or an automatic `auto-…` one), and the SDK
+    retried it without an answer. Reconcile before buying again: place again with the same ref
+    (`request.ref`): it either buys once or raises `DuplicateRefError` naming the existing order.
+    `request` holds what was sent; `__cause__` the failure.
     """
 
     def __init__(self, request: PlaceOrderRequest, cause: OneClickDZError) -> None:

@@ -126,7 +126,8 @@ class Order(APIModel):
 
 
 class PlacedOrder(APIModel):
-    """placeOrder's answer: the new order's id (and its ref when one was given).
+    """placeOrder's answer: the new order's id and the ref it was placed with (the caller's, or
+    the `auto-…` one the SDK made up; set even when the service does not echo it).
 
     `recovered` is true when a retried placement met DUPLICATED_REF and this is the order that the
     earlier, unanswered attempt created. `request_id` is the API's id of the answer (for support).
@@ -140,7 +141,11 @@ class PlacedOrder(APIModel):
 
 @dataclass(frozen=True, slots=True)
 class PlaceOrderRequest:
-    """What placeOrder sends: kept on PlacementUnknownError so the caller can reconcile."""
+    """What placeOrder sends: kept on PlacementUnknownError so the caller can reconcile.
+
+    `ref=None` asks the SDK for an automatic ref (`auto-<uuid4 hex>`), made up once per call;
+    the request kept on an error holds the ref actually sent.
+    """
 
     product_id: str
     type_id: str
