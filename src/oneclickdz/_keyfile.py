@@ -38,11 +38,16 @@ def parse_key(text: str, env_var: str, error: type[Exception] = KeyFileError) ->
 
 
 def load_or_create_key(
-    key_file: Path | None, env_var: str, error: type[Exception] = KeyFileError, *, what: str
+    key_file: Path | None,
+    env_var: str,
+    error: type[Exception] = KeyFileError,
+    *,
+    what: str,
+    logger: logging.Logger = log,
 ) -> bytes:
     """The key from `env_var`, else from `key_file`, created there (0600) if absent.
 
-    `what` names what the key protects, for the warning logged when a key is generated.
+    `what` names what the key protects, for the warning `logger` logs when a key is generated.
     """
     if (env := os.environ.get(env_var)) is not None:
         return parse_key(env, env_var, error)
@@ -65,7 +70,7 @@ def load_or_create_key(
         return parse_key(key_file.read_text(), env_var, error)
     finally:
         tmp.unlink()
-    log.warning(
+    logger.warning(
         "generated a new key; back it up (without it %s cannot be read) or set %s instead",
         what,
         env_var,

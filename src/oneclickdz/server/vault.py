@@ -36,7 +36,9 @@ def parse_key(text: str) -> bytes:
 
 def load_or_create_key(key_file: Path | None) -> bytes:
     """The vault key from the environment, else from `key_file`, created there if absent."""
-    return _keyfile.load_or_create_key(key_file, ENV_VAR, VaultError, what="the card inventory")
+    return _keyfile.load_or_create_key(
+        key_file, ENV_VAR, VaultError, what="the card inventory", logger=log
+    )
 
 
 class Vault:

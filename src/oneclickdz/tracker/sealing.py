@@ -9,6 +9,7 @@ A sealed check token in the store refuses a wrong key at start instead of failin
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,8 @@ from oneclickdz import _keyfile
 from oneclickdz.models import Card
 
 __all__ = ["ENV_VAR", "CardSealer", "TrackerKeyError", "load_key"]
+
+log = logging.getLogger("oneclickdz.tracker")
 
 ENV_VAR = "ONECLICKDZ_TRACKER_KEY"
 _NONCE = 12
@@ -33,7 +36,7 @@ class TrackerKeyError(Exception):
 def load_key(key_file: Path | None) -> bytes:
     """$ONECLICKDZ_TRACKER_KEY, else the key file (created with mode 0600 when absent)."""
     return _keyfile.load_or_create_key(
-        key_file, ENV_VAR, TrackerKeyError, what="the tracker's card codes"
+        key_file, ENV_VAR, TrackerKeyError, what="the tracker's card codes", logger=log
     )
 
 

@@ -154,11 +154,16 @@ class SQLiteTrackerStore(TrackerStore):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        await self.release_runner()
+
+    async def release_runner(self) -> None:
         if self._lock_file is not None:
             self._lock_file.close()  # releases the flock
             self._lock_file = None
 
     async def acquire_runner(self) -> None:
+        if self._lock_file is not None:
+            raise RunnerActiveError(f"this process is already running the tracker of {self.path}")
         lock_path = self.path.with_name(self.path.name + ".lock")
         f = lock_path.open("ab")
         try:
@@ -267,7 +272,9 @@ class SQLiteTrackerStore(TrackerStore):
         row = self._c.execute("SELECT value FROM counters WHERE name = '_revision'").fetchone()
         return 0 if row is None else int(row[0])
 
-    async def requeue(self, ident: str, from_states: Collection[State]) -> TrackedOrder | None:
+    async def requeue(
+        self, ident: str, from_states: Collection[State]
+    ) -> tuple[TrackedOrder | None, bool]:
         async with self._tx_lock:
             with self._tx() as c:
                 row = c.execute(
@@ -275,17 +282,17 @@ class SQLiteTrackerStore(TrackerStore):
                     (ident, ident, ident),
                 ).fetchone()
                 if row is None:
-                    return None
+                    return None, False
                 order = _order(row)
                 if order.state not in from_states:
-                    return order
+                    return order, False
                 order.state = State.FINAL
                 order.delivery_attempts = 0
                 order.next_at = 0.0
                 order.last_error = None
                 c.execute(_UPDATE, (*_row(order)[1:], order.id))
                 self._bump(c)
-        return order
+        return order, True
 
     async def counters(self) -> dict[str, int]:
         rows = self._c.execute(

@@ -58,6 +58,10 @@ class TrackerStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def release_runner(self) -> None:
+        """Stop being the runner (the end of `run()`)."""
+
+    @abc.abstractmethod
     async def setting(self, name: str, default: bytes) -> bytes:
         """The value of a setting, stored as `default` first if it has none."""
 
@@ -101,8 +105,13 @@ class TrackerStore(abc.ABC):
         """A number that changes whenever rows are inserted or re-queued from outside the run."""
 
     @abc.abstractmethod
-    async def requeue(self, ident: str, from_states: Collection[State]) -> TrackedOrder | None:
-        """Put a row in one of `from_states` back to `final` for delivery now; None if not there."""
+    async def requeue(
+        self, ident: str, from_states: Collection[State]
+    ) -> tuple[TrackedOrder | None, bool]:
+        """Put a row in one of `from_states` back to `final` for delivery now.
+
+        Returns the row (None: unknown) and whether it was requeued.
+        """
 
     @abc.abstractmethod
     async def counters(self) -> dict[str, int]: ...

@@ -122,10 +122,13 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        """Nothing failed delivery, is stuck, needs an operator or was refused."""
+        """Nothing failed delivery, is stuck or needs an operator.
+
+        Rejected intents (the API refused them: nothing was bought) are counted in `states` but
+        are a final answer, not a failure to act on.
+        """
         return not any(
-            self.states.get(name, 0)
-            for name in ("delivery_failed", "stuck", "needs_operator", "rejected")
+            self.states.get(name, 0) for name in ("delivery_failed", "stuck", "needs_operator")
         )
 
 
@@ -430,10 +433,10 @@ class Tracker:
     async def retry_delivery(self, ident: str) -> TrackedOrder:
         """Queue a delivery_failed order for delivery again (the running tracker picks it up)."""
         self._checked_open()
-        order = await self.store.requeue(ident, [State.DELIVERY_FAILED])
+        order, requeued = await self.store.requeue(ident, [State.DELIVERY_FAILED])
         if order is None:
             raise LookupError(f"no tracked order {ident!r}")
-        if order.state is not State.FINAL:
+        if not requeued:
             raise ValueError(f"order {order.id} is {order.state.value}, not delivery_failed")
         if order.id not in self._orders:
             self._admit(order)
@@ -461,6 +464,11 @@ class Tracker:
             counters=counters,
         )
 
+    @property
+    def in_flight(self) -> tuple[int, int]:
+        """(API calls awaiting an answer, handlers running) right now."""
+        return self._in_flight, self._deliveries
+
     def stop(self) -> None:
         """Ask `run()` to return once the calls in flight have answered."""
         self._stop.set()
@@ -475,7 +483,6 @@ class Tracker:
         """
         self._checked_open()
         await self.store.acquire_runner()
-        self._stop.clear()
         await self._load_unsettled(spread=True)
         flusher = asyncio.create_task(self._flusher())
         try:
@@ -487,6 +494,8 @@ class Tracker:
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
             await self._flush()
+            await self.store.release_runner()
+            self._stop.clear()  # a stop() asked before this run began ended it; the next runs
         return RunSummary(await self.store.state_counts())
 
     async def _dispatch(self, until_idle: bool) -> None:
@@ -559,6 +568,8 @@ class Tracker:
         self._orders[order.id] = order
         if order.order_id is not None:
             self._by_order_id[order.order_id] = order
+        if order.state is State.FINAL:  # every admitted row is on disk as it is
+            self._durable_final.add(order.id)
         self._queue(order)
         self._wake.set()
 
