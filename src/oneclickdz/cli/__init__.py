@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from . import _account, _catalog, _demo, _orders, _service
+from . import _account, _catalog, _demo, _orders, _service, _track
 from ._app import app
 from ._core import ExitCode
 
 __all__ = ["ExitCode", "app", "main"]
 
-del _account, _catalog, _demo, _orders, _service
+del _account, _catalog, _demo, _orders, _service, _track
 
 
 def main() -> NoReturn:
