@@ -67,15 +67,15 @@ DELIVERY_KEY_ENV = "ONECLICKDZ_DELIVERY_KEY"  # set for the --deliver-exec comma
 NEEDS_ATTENTION = ExitCode.NOT_FINAL  # --until-idle ended with orders that need someone
 SIGINT_EXIT = 130  # Ctrl-C, as shells expect
 SIGTERM_EXIT = 143  # 128 + SIGTERM: stopped by a service manager
-ATTENTION_STATES = ("delivery_failed", "stuck", "needs_operator", "rejected")
+ATTENTION_STATES = ("delivery_failed", "stuck", "needs_operator")  # RunSummary.ok
 
 TRACK_EXIT_CODES = """\
 **Exit codes of `track`**
 
 * 0 success (`run --until-idle`: every order settled well)
 * 2 bad usage, bad input file or store, unknown ID, another `track run` holds the store
-* 5 `run --until-idle` left orders delivery_failed, stuck, needs_operator or rejected;
-  `reveal`: the order is not final yet
+* 5 `run --until-idle` left orders delivery_failed, stuck or needs_operator (rejected
+  intents are reported, not failed: nothing was bought); `reveal`: the order is not final yet
 * 130 `run` stopped by Ctrl-C; 143 stopped by SIGTERM (both after the calls in flight answered)"""
 
 track_app = typer.Typer(
@@ -712,8 +712,8 @@ def run(
         typer.Option(
             "--until-idle",
             help="Return once nothing is left to place, follow or deliver (default: run until "
-            "stopped). Exit 0 if every order settled well, 5 if any is delivery_failed, stuck, "
-            "needs_operator or rejected.",
+            "stopped). Exit 0 if every order settled well, 5 if any is delivery_failed, stuck "
+            "or needs_operator (rejected intents are reported, not failed).",
             rich_help_panel=RUN,
         ),
     ] = False,
