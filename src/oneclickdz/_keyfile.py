@@ -43,11 +43,13 @@ def load_or_create_key(
     error: type[Exception] = KeyFileError,
     *,
     what: str,
+    name: str = "key",
     logger: logging.Logger = log,
 ) -> bytes:
     """The key from `env_var`, else from `key_file`, created there (0600) if absent.
 
-    `what` names what the key protects, for the warning `logger` logs when a key is generated.
+    `name` (e.g. "vault key") and `what` it protects word the warning `logger` logs when a key
+    is generated.
     """
     if (env := os.environ.get(env_var)) is not None:
         return parse_key(env, env_var, error)
@@ -71,7 +73,8 @@ def load_or_create_key(
     finally:
         tmp.unlink()
     logger.warning(
-        "generated a new key; back it up (without it %s cannot be read) or set %s instead",
+        "generated a new %s; back it up (without it %s cannot be read) or set %s instead",
+        name,
         what,
         env_var,
         extra={"key_file": str(key_file)},

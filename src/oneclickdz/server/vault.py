@@ -37,7 +37,7 @@ def parse_key(text: str) -> bytes:
 def load_or_create_key(key_file: Path | None) -> bytes:
     """The vault key from the environment, else from `key_file`, created there if absent."""
     return _keyfile.load_or_create_key(
-        key_file, ENV_VAR, VaultError, what="the card inventory", logger=log
+        key_file, ENV_VAR, VaultError, what="the card inventory", name="vault key", logger=log
     )
 
 

@@ -36,7 +36,12 @@ class TrackerKeyError(Exception):
 def load_key(key_file: Path | None) -> bytes:
     """$ONECLICKDZ_TRACKER_KEY, else the key file (created with mode 0600 when absent)."""
     return _keyfile.load_or_create_key(
-        key_file, ENV_VAR, TrackerKeyError, what="the tracker's card codes", logger=log
+        key_file,
+        ENV_VAR,
+        TrackerKeyError,
+        what="the tracker's card codes",
+        name="tracker key",
+        logger=log,
     )
 
 

@@ -546,14 +546,17 @@ class Tracker:
         task.add_done_callback(self._tasks.discard)
 
     def _idle(self) -> bool:
+        """Nothing in flight, nothing to place, deliver or follow (stuck orders aside)."""
         if self._in_flight or self._deliveries or self._dirty or self._sweep is not None:
             return False
-        for order in self._orders.values():
-            if order.state is State.FINAL and self._delivers:
-                return False
-            if (order.state.to_place or order.state is State.PLACED) and not order.stuck:
-                return False
-        return True
+        if self._head(self._place_heap, True) is not None:
+            return False
+        if self._delivers and any(
+            o.state is State.FINAL and o.id in self._orders for _, _, o in self._deliver_heap
+        ):
+            return False
+        # Usually settled at the first open order met.
+        return not any(o.state is State.PLACED and not o.stuck for o in self._by_order_id.values())
 
     @property
     def _delivers(self) -> bool:
