@@ -323,7 +323,8 @@ class Tracker:
         if self._client is None:
             from oneclickdz._aiohttp import AiohttpTransport
 
-            self._client = AsyncClient(transport=AiohttpTransport())
+            # No retries inside the SDK: every call goes through the tracker's budget.
+            self._client = AsyncClient(transport=AiohttpTransport(), max_retries=0)
             self._owns_client = True
         return self._client
 
