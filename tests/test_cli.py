@@ -25,7 +25,13 @@ from tests.conftest import fresh_account
 
 PSN = "507f1f77bcf86cd799439011"
 FAST = ("--interval", "0.1")  # the test service fulfils within 0.2-0.5 s
-ENV_VARS = ("ONECLICKDZ_API_KEY", "ONECLICKDZ_BASE_URL", "ONECLICKDZ_DB")
+ENV_VARS = (
+    "ONECLICKDZ_API_KEY",
+    "ONECLICKDZ_BASE_URL",
+    "ONECLICKDZ_DB",
+    "ONECLICKDZ_TRACKER_KEY",
+    "ONECLICKDZ_TRACKER_STORE",
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,10 @@ class Ran:
 
     def json(self) -> Any:
         return json.loads(self.out)
+
+    @property
+    def last_line(self) -> str:
+        return self.out.strip().splitlines()[-1]
 
     def error(self) -> dict[str, Any]:
         document = json.loads(self.err)

@@ -18,17 +18,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from oneclickdz import Card, Client
-from oneclickdz.cli import ExitCode, app
+from oneclickdz.cli import ExitCode
 from oneclickdz.cli._track import (
     DEFAULT_STORE,
     DELIVERY_KEY_ENV,
@@ -39,44 +38,11 @@ from oneclickdz.cli._track import (
 )
 from oneclickdz.server.testing import Service
 from oneclickdz.tracker import DEFAULT_STORE_URL, Delivery
+from tests.test_cli import Ran, oneclickdz
 
 PSN = "507f1f77bcf86cd799439011"
 FAST = ("--interval", "0.5")  # the test service fulfils within 0.2-0.5 s
-ENV_VARS = (
-    "ONECLICKDZ_API_KEY",
-    "ONECLICKDZ_BASE_URL",
-    "ONECLICKDZ_DB",
-    "ONECLICKDZ_TRACKER_KEY",
-    "ONECLICKDZ_TRACKER_STORE",
-)
 INTENT_ID = re.compile(r"^trk_[0-9a-f]{24}$")
-
-
-@dataclass(frozen=True)
-class Ran:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    @property
-    def last_line(self) -> str:
-        return self.out.strip().splitlines()[-1]
-
-
-def oneclickdz(*args: str, env: dict[str, str] | None = None, secrets: Sequence[str] = ()) -> Ran:
-    """`oneclickdz ARGS` in-process, with no ONECLICKDZ_* setting from outside."""
-    environment: dict[str, str | None] = dict.fromkeys(ENV_VARS)
-    environment.update(env or {})
-    result = CliRunner().invoke(app, list(args), env=environment)
-    ran = Ran(result.exit_code, result.stdout, result.stderr)
-    everything = ran.out + ran.err
-    assert "Traceback" not in everything, everything
-    for secret in secrets:
-        assert secret not in everything, f"a secret was printed:\n{everything}"
-    return ran
 
 
 @dataclass

@@ -1,4 +1,11 @@
-"""The SQLite `TrackerStore`: one file in WAL mode, every commit on disk (synchronous=FULL).
+"""The SQLite `TrackerStore`: one file in WAL mode.
+
+What the merchant was told is written — intents, re-queued deliveries — is fsynced before the
+call returns (`synchronous=FULL` for those transactions). Everything else (sent, placed, checks,
+final states, delivery markers) commits with `synchronous=NORMAL`: it survives a crash of the
+process at once, and a power failure can only roll it back to a state the tracker recovers from
+by asking the API again (the same ref, the same order's cards) or by delivering again with the
+same delivery key. An fsync per delivery would cost more CPU than the rest of an order's life.
 
 One connection, used from the tracker's event loop: each method is one short transaction
 (`BEGIN IMMEDIATE`), batched by the caller. Other processes (`oneclickdz track place`, `track
@@ -34,7 +41,14 @@ _COLUMNS = (
 )  # fmt: skip
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM orders"
 _INSERT = f"INSERT INTO orders ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
-_UPDATE = f"UPDATE orders SET {', '.join(f'{c} = ?' for c in _COLUMNS[1:])} WHERE id = ?"
+# What changes after the insert (not the id, ref, meta, creation time or adoption flag).
+_MUTABLE = (
+    "product_id", "type_id", "quantity", "state", "order_id", "order_time", "status",
+    "fulfilled_quantity", "price_per_card", "amount_charged", "amount_refunded", "sealed_cards",
+    "sent_at", "placed_at", "final_at", "delivered_at", "attempts", "started_at", "next_at",
+    "deadline", "stuck", "delivery_attempts", "last_error",
+)  # fmt: skip
+_SAVE = f"UPDATE orders SET {', '.join(f'{c} = ?' for c in _MUTABLE)} WHERE id = ?"
 _SETTLED = tuple(s.value for s in State if s.settled)
 
 _SCHEMA = [
@@ -92,6 +106,19 @@ def _row(order: TrackedOrder) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+def _changes(o: TrackedOrder) -> tuple[Any, ...]:
+    return (
+        o.product_id, o.type_id, o.quantity, o.state.value, o.order_id, o.order_time, o.status,
+        o.fulfilled_quantity,
+        None if o.price_per_card is None else str(o.price_per_card),
+        None if o.amount_charged is None else str(o.amount_charged),
+        None if o.amount_refunded is None else str(o.amount_refunded),
+        o.sealed_cards, o.sent_at, o.placed_at, o.final_at, o.delivered_at, o.attempts,
+        o.started_at, o.next_at, o.deadline, int(o.stuck), o.delivery_attempts, o.last_error,
+        o.id,
+    )  # fmt: skip
+
+
 def _order(row: Sequence[Any]) -> TrackedOrder:
     (
         id_, ref, product_id, type_id, quantity, meta, state, created_at, order_id, order_time,
@@ -143,7 +170,7 @@ class SQLiteTrackerStore(TrackerStore):
             self.path, isolation_level=None, timeout=self._busy_timeout, check_same_thread=False
         )
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA synchronous = NORMAL")
         self._conn = conn
         with self._tx():
             for statement in _SCHEMA:
@@ -175,8 +202,8 @@ class SQLiteTrackerStore(TrackerStore):
             ) from None
         self._lock_file = f
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._c)
+    def _tx(self, *, fsync: bool = False) -> _Transaction:
+        return _Transaction(self._c, fsync=fsync)
 
     async def setting(self, name: str, default: bytes) -> bytes:
         with self._tx() as c:
@@ -187,7 +214,7 @@ class SQLiteTrackerStore(TrackerStore):
     async def insert(self, orders: Sequence[TrackedOrder]) -> None:
         async with self._tx_lock:
             try:
-                with self._tx() as c:
+                with self._tx(fsync=True) as c:
                     c.executemany(_INSERT, [_row(o) for o in orders])
                     self._bump(c)
             except sqlite3.IntegrityError as exc:
@@ -217,7 +244,7 @@ class SQLiteTrackerStore(TrackerStore):
     ) -> None:
         async with self._tx_lock:
             with self._tx() as c:
-                c.executemany(_UPDATE, [(*_row(o)[1:], o.id) for o in orders])
+                c.executemany(_SAVE, [_changes(o) for o in orders])
                 if counters:
                     c.executemany(
                         "INSERT INTO counters (name, value) VALUES (?, ?) "
@@ -232,7 +259,12 @@ class SQLiteTrackerStore(TrackerStore):
                     result = effect(c)
                     if inspect.isawaitable(result):
                         await result
-                c.execute(_UPDATE, (*_row(order)[1:], order.id))
+                c.execute(
+                    "UPDATE orders SET state = ?, delivered_at = ?, last_error = ?, "
+                    "delivery_attempts = ? WHERE id = ?",
+                    (order.state.value, order.delivered_at, order.last_error,
+                     order.delivery_attempts, order.id),
+                )  # fmt: skip
 
     async def get(self, ident: str) -> TrackedOrder | None:
         row = self._c.execute(
@@ -276,7 +308,7 @@ class SQLiteTrackerStore(TrackerStore):
         self, ident: str, from_states: Collection[State]
     ) -> tuple[TrackedOrder | None, bool]:
         async with self._tx_lock:
-            with self._tx() as c:
+            with self._tx(fsync=True) as c:
                 row = c.execute(
                     f"{_SELECT} WHERE id = ? OR order_id = ? OR ref = ? LIMIT 1",
                     (ident, ident, ident),
@@ -290,7 +322,7 @@ class SQLiteTrackerStore(TrackerStore):
                 order.delivery_attempts = 0
                 order.next_at = 0.0
                 order.last_error = None
-                c.execute(_UPDATE, (*_row(order)[1:], order.id))
+                c.execute(_SAVE, _changes(order))
                 self._bump(c)
         return order, True
 
@@ -320,17 +352,21 @@ class SQLiteTrackerStore(TrackerStore):
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+    """BEGIN IMMEDIATE ... COMMIT (fsynced with `fsync`), or ROLLBACK on any exception."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, fsync: bool = False) -> None:
         self._c = conn
+        self._fsync = fsync
 
     def __enter__(self) -> sqlite3.Connection:
+        if self._fsync:
+            self._c.execute("PRAGMA synchronous = FULL")
         self._c.execute("BEGIN IMMEDIATE")
         return self._c
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self._c.execute("COMMIT")
-        else:
-            self._c.execute("ROLLBACK")
+        try:
+            self._c.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            if self._fsync:
+                self._c.execute("PRAGMA synchronous = NORMAL")

@@ -77,7 +77,8 @@ class TrackerStore(abc.ABC):
 
     @abc.abstractmethod
     async def deliver(self, order: TrackedOrder, effect: TxEffect | None = None) -> None:
-        """Save `order` (now delivered) after running `effect` in the same transaction.
+        """Mark `order` delivered (its state, delivered_at, last_error and delivery attempts)
+        after running `effect` in the same transaction.
 
         If `effect` raises, nothing is written and the exception propagates.
         """

@@ -28,7 +28,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self
@@ -212,6 +212,8 @@ SWEEPS_ABANDONED = "sweeps.abandoned"
 SWEEP_MISSES = "sweeps.missed_orders"
 HANDLER_CALLS = "handler.calls"
 HANDLER_FAILURES = "handler.failures"
+
+PROGRESS_EVERY = 5  # poll progress is written at the 1st check and every 5th after it
 
 
 def _new_id() -> str:
@@ -596,6 +598,18 @@ class Tracker:
     def _touch(self, order: TrackedOrder) -> None:
         self._dirty[order.id] = order
 
+    def _touch_checked(self, order: TrackedOrder) -> None:
+        """After a check: a new state is written at once; mere poll progress (attempts, next
+        check) every few checks. A crash loses at most that much progress, which only means a
+        few more checks; the deadline counts from the stored start, not from the attempts."""
+        if (
+            order.state is not State.PLACED
+            or order.stuck
+            or order.attempts % PROGRESS_EVERY == 1
+            or order.last_error is not None
+        ):
+            self._touch(order)
+
     def _count(self, name: str, n: int = 1) -> None:
         self._counts[name] = self._counts.get(name, 0) + n
 
@@ -858,7 +872,7 @@ class Tracker:
             self._apply(order, result, _now())
         finally:
             self._busy.discard(order.id)
-            self._touch(order)
+            self._touch_checked(order)
             self._queue(order)
 
     async def _read_page(self, sweep: Sweep, number: int) -> None:
@@ -893,7 +907,7 @@ class Tracker:
                 self._count(CHECKED_BY_SWEEP)
                 self._apply(candidate, item, now)
                 self._busy.discard(candidate.id)
-                self._touch(candidate)
+                self._touch_checked(candidate)
                 self._queue(candidate)
         finally:
             sweep.in_flight -= 1
@@ -968,8 +982,7 @@ class Tracker:
 
     def _after_check(self, order: TrackedOrder, now: float, error: OneClickDZError | None) -> None:
         order.attempts += 1
-        if error is not None:
-            order.last_error = _describe(error)
+        order.last_error = None if error is None else _describe(error)
         started = order.started_at if order.started_at is not None else now
         pause = next_pause(
             self.config.policy, order.attempts, now - started, error, self._rand.random
@@ -1043,7 +1056,6 @@ class Tracker:
         sealer = self._checked_open()
         cards = sealer.open(order.sealed_cards, _context(order)) if order.sealed_cards else ()
         delivery = _delivery(order, cards)
-        done = replace(order, state=State.DELIVERED, delivered_at=None, last_error=None)
         self._count(HANDLER_CALLS)
         try:
             if self.tx_handler is not None:
@@ -1054,8 +1066,7 @@ class Tracker:
                     if inspect.isawaitable(result):
                         await result
 
-                done.delivered_at = _now()
-                await self.store.deliver(done, effect)
+                await self.store.deliver(_delivered(order), effect)
             else:
                 assert self.handler is not None
                 if inspect.iscoroutinefunction(self.handler):
@@ -1064,15 +1075,12 @@ class Tracker:
                     result = await asyncio.to_thread(self.handler, delivery)
                     if inspect.isawaitable(result):
                         await result
-                done.delivered_at = _now()
-                await self.store.deliver(done)
+                await self.store.deliver(_delivered(order))
         except Exception as exc:
+            _undelivered(order)
             self._count(HANDLER_FAILURES)
             self._delivery_failed(order, exc, cards)
         else:
-            order.state = State.DELIVERED
-            order.delivered_at = done.delivered_at
-            order.last_error = None
             self._forget(order)
             self._durable_final.discard(order.id)
             log.info("order delivered id=%s order_id=%s key=%s", order.id, order.order_id,
@@ -1104,6 +1112,20 @@ class Tracker:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _delivered(order: TrackedOrder) -> TrackedOrder:
+    """The row as the delivery marker writes it (undone by `_undelivered` if that fails)."""
+    order.state = State.DELIVERED
+    order.delivered_at = _now()
+    order.last_error = None
+    return order
+
+
+def _undelivered(order: TrackedOrder) -> None:
+    if order.state is State.DELIVERED:
+        order.state = State.FINAL
+        order.delivered_at = None
 
 
 def _context(order: TrackedOrder) -> str:
