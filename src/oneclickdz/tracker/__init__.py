@@ -15,8 +15,10 @@ Needs the `tracker` extra (`pip install "oneclickdz[tracker]"`: aiohttp and cryp
 
 from __future__ import annotations
 
+from .config import TrackerConfig
 from .model import Delivery, IntentSpec, State, TrackedOrder
 from .sealing import TrackerKeyError
+from .stats import Latency, RunSummary, TrackerStats
 from .store import (
     DEFAULT_STORE_URL,
     DuplicateOrderError,
@@ -24,7 +26,7 @@ from .store import (
     TrackerStore,
     open_store,
 )
-from .tracker import Handler, RunSummary, Tracker, TrackerConfig, TrackerStats, TxHandler
+from .tracker import Handler, Tracker, TxHandler
 
 __all__ = [
     "DEFAULT_STORE_URL",
@@ -32,6 +34,7 @@ __all__ = [
     "DuplicateOrderError",
     "Handler",
     "IntentSpec",
+    "Latency",
     "RunSummary",
     "RunnerActiveError",
     "State",

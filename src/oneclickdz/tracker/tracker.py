@@ -23,12 +23,11 @@ import contextlib
 import heapq
 import inspect
 import logging
-import math
 import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self
@@ -49,15 +48,32 @@ from oneclickdz.errors import (
 )
 from oneclickdz.models import Card, Order
 from oneclickdz.outcome import Outcome
-from oneclickdz.polling import PollPolicy, next_pause
+from oneclickdz.polling import next_pause
 
 from .budget import RateBudget
+from .config import TrackerConfig
 from .model import Delivery, IntentSpec, MetaValue, State, TrackedOrder
 from .sealing import CardSealer, load_key
+from .stats import (
+    CALLS_CHECK,
+    CALLS_LIST,
+    CALLS_PLACE,
+    CHECKED_BY_CHECK,
+    CHECKED_BY_SWEEP,
+    HANDLER_CALLS,
+    HANDLER_FAILURES,
+    SWEEP_MISSES,
+    SWEEPS,
+    SWEEPS_ABANDONED,
+    THROTTLED,
+    Latency,
+    RunSummary,
+    TrackerStats,
+)
 from .store import DEFAULT_STORE_URL, DuplicateOrderError, TrackerStore, open_store
 from .sweep import PAGE_SIZE, Sweep, covering_window, estimate_pages, order_window
 
-__all__ = ["Handler", "RunSummary", "Tracker", "TrackerConfig", "TrackerStats", "TxHandler"]
+__all__ = ["Handler", "Tracker", "TxHandler"]
 
 log = logging.getLogger("oneclickdz.tracker")
 
@@ -66,116 +82,6 @@ log = logging.getLogger("oneclickdz.tracker")
 Handler = Callable[[Delivery], Awaitable[object] | object]
 # A transactional handler also receives the store's open transaction (see TrackerStore.deliver).
 TxHandler = Callable[[Delivery, Any], Awaitable[object] | object]
-
-
-@dataclass(frozen=True, slots=True)
-class TrackerConfig:
-    """How the tracker spends its budget and how patient it is.
-
-    rate_per_minute:   API calls a minute for this key (None: no limit); the service's is 600
-    burst:             calls that may go out at once after a quiet spell
-    max_in_flight:     API calls out at the same time
-    interval:          seconds between two checks of an order (the guide's 5 s)
-    deadline:          seconds after placement before an order is flagged stuck
-    stuck_interval:    seconds between checks of a stuck order
-    check_mode:        "auto" (sweep when cheaper), "check" (checkOrder only), "sweep"
-    max_place_attempts: placement tries (the same ref each time) before asking an operator
-    max_delivery_attempts: handler failures before the order is delivery_failed
-    delivery_concurrency: handlers running at once; also the most repeats a crash can cause
-    restart_spread:    seconds over which the first checks after a start are spread
-    clock_skew:        seconds the API's clock may differ from ours before it is learnt
-    """
-
-    rate_per_minute: float | None = 600.0
-    burst: float = 10.0
-    max_in_flight: int = 32
-    interval: float = 5.0
-    deadline: float = 600.0
-    stuck_interval: float = 60.0
-    check_mode: str = "auto"
-    max_place_attempts: int = 30
-    max_delivery_attempts: int = 5
-    delivery_concurrency: int = 1
-    delivery_backoff: float = 1.0
-    restart_spread: float = 5.0
-    clock_skew: float = 120.0
-    flush_interval: float = 0.05
-
-    def __post_init__(self) -> None:
-        if self.check_mode not in ("auto", "check", "sweep"):
-            raise ValueError("check_mode must be auto, check or sweep")
-        if self.max_in_flight < 1 or self.delivery_concurrency < 1:
-            raise ValueError("max_in_flight and delivery_concurrency must be >= 1")
-        if self.interval <= 0 or self.deadline <= 0 or self.stuck_interval <= 0:
-            raise ValueError("interval, deadline and stuck_interval must be > 0")
-
-    @property
-    def policy(self) -> PollPolicy:
-        return PollPolicy(interval=self.interval, max_attempts=None, timeout=self.deadline)
-
-
-@dataclass(frozen=True, slots=True)
-class RunSummary:
-    """What `run(until_idle=True)` leaves behind: rows by state, and whether all is well."""
-
-    states: Mapping[str, int]
-
-    @property
-    def ok(self) -> bool:
-        """Nothing failed delivery, is stuck or needs an operator.
-
-        Rejected intents (the API refused them: nothing was bought) are counted in `states` but
-        are a final answer, not a failure to act on.
-        """
-        return not any(
-            self.states.get(name, 0) for name in ("delivery_failed", "stuck", "needs_operator")
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Latency:
-    count: int
-    p50: float | None
-    p99: float | None
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Latency:
-        if not values:
-            return cls(0, None, None)
-        ordered = sorted(values)
-        return cls(len(ordered), _pct(ordered, 0.50), _pct(ordered, 0.99))
-
-
-def _pct(ordered: Sequence[float], q: float) -> float:
-    return round(ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)], 3)
-
-
-@dataclass(frozen=True, slots=True)
-class TrackerStats:
-    """`tracker.stats()`: orders by state, API calls by kind, 429s, latencies, stuck orders."""
-
-    states: Mapping[str, int]
-    api_calls: Mapping[str, int]
-    throttled: int
-    placement_to_final: Latency
-    final_to_delivered: Latency
-    stuck: Sequence[str]
-    counters: Mapping[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "states": dict(self.states),
-            "api_calls": dict(self.api_calls),
-            "throttled_429": self.throttled,
-            "placement_to_final_s": _lat(self.placement_to_final),
-            "final_to_delivered_s": _lat(self.final_to_delivered),
-            "stuck": list(self.stuck),
-            "counters": dict(self.counters),
-        }
-
-
-def _lat(lat: Latency) -> dict[str, Any]:
-    return {"count": lat.count, "p50": lat.p50, "p99": lat.p99}
 
 
 # --------------------------------------------------------------------------- work items
@@ -199,19 +105,6 @@ class _Page:
 
 _Work = _Place | _Check | _Page
 _Entry = tuple[float, int, TrackedOrder]
-
-# Counter names (persisted in the store; `stats()` reads them back).
-CALLS_PLACE = "calls.placeOrder"
-CALLS_CHECK = "calls.checkOrder"
-CALLS_LIST = "calls.list"
-THROTTLED = "throttled_429"
-CHECKED_BY_SWEEP = "checked.by_sweep"
-CHECKED_BY_CHECK = "checked.by_checkOrder"
-SWEEPS = "sweeps"
-SWEEPS_ABANDONED = "sweeps.abandoned"
-SWEEP_MISSES = "sweeps.missed_orders"
-HANDLER_CALLS = "handler.calls"
-HANDLER_FAILURES = "handler.failures"
 
 PROGRESS_EVERY = 5  # poll progress is written at the 1st check and every 5th after it
 

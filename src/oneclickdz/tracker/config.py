@@ -1,0 +1,55 @@
+"""How the tracker spends its rate budget and how patient it is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from oneclickdz.polling import PollPolicy
+
+__all__ = ["TrackerConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerConfig:
+    """How the tracker spends its budget and how patient it is.
+
+    rate_per_minute:   API calls a minute for this key (None: no limit); the service's is 600
+    burst:             calls that may go out at once after a quiet spell
+    max_in_flight:     API calls out at the same time
+    interval:          seconds between two checks of an order (the guide's 5 s)
+    deadline:          seconds after placement before an order is flagged stuck
+    stuck_interval:    seconds between checks of a stuck order
+    check_mode:        "auto" (sweep when cheaper), "check" (checkOrder only), "sweep"
+    max_place_attempts: placement tries (the same ref each time) before asking an operator
+    max_delivery_attempts: handler failures before the order is delivery_failed
+    delivery_concurrency: handlers running at once; also the most repeats a crash can cause
+    restart_spread:    seconds over which the first checks after a start are spread
+    clock_skew:        seconds the API's clock may differ from ours before it is learnt
+    """
+
+    rate_per_minute: float | None = 600.0
+    burst: float = 10.0
+    max_in_flight: int = 32
+    interval: float = 5.0
+    deadline: float = 600.0
+    stuck_interval: float = 60.0
+    check_mode: str = "auto"
+    max_place_attempts: int = 30
+    max_delivery_attempts: int = 5
+    delivery_concurrency: int = 1
+    delivery_backoff: float = 1.0
+    restart_spread: float = 5.0
+    clock_skew: float = 120.0
+    flush_interval: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.check_mode not in ("auto", "check", "sweep"):
+            raise ValueError("check_mode must be auto, check or sweep")
+        if self.max_in_flight < 1 or self.delivery_concurrency < 1:
+            raise ValueError("max_in_flight and delivery_concurrency must be >= 1")
+        if self.interval <= 0 or self.deadline <= 0 or self.stuck_interval <= 0:
+            raise ValueError("interval, deadline and stuck_interval must be > 0")
+
+    @property
+    def policy(self) -> PollPolicy:
+        return PollPolicy(interval=self.interval, max_attempts=None, timeout=self.deadline)
