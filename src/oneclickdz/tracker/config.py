@@ -14,7 +14,8 @@ class TrackerConfig:
     """How the tracker spends its budget and how patient it is.
 
     rate_per_minute:   API calls a minute for this key (None: no limit); the service's is 600
-    burst:             calls that may go out at once after a quiet spell
+    burst:             calls that may go out at once after a quiet spell (1: none, so no
+                       60 s window ever holds more than rate_per_minute + 1 calls)
     max_in_flight:     API calls out at the same time
     interval:          seconds between two checks of an order (the guide's 5 s)
     deadline:          seconds after placement before an order is flagged stuck
@@ -28,7 +29,7 @@ class TrackerConfig:
     """
 
     rate_per_minute: float | None = 600.0
-    burst: float = 10.0
+    burst: float = 1.0
     max_in_flight: int = 32
     interval: float = 5.0
     deadline: float = 600.0

@@ -144,11 +144,13 @@ class Tracker:
         if handler is not None and tx_handler is not None:
             raise ValueError("give handler or tx_handler, not both")
         self._client = client
+        self._calls: AsyncClient | None = None
         self._owns_client = False
         self.store = open_store(store) if isinstance(store, str) else store
         self.handler = handler
         self.tx_handler = tx_handler
         self.config = config or TrackerConfig()
+        self._policy = self.config.policy
         self._key = key
         self._sealer: CardSealer | None = None
         self._opened = False
@@ -165,6 +167,7 @@ class Tracker:
         self._deliver_heap: list[_Entry] = []
         self._durable_final: set[str] = set()  # final on disk: may be delivered
         self._plan_not_before = 0.0
+        self._checks_in_row = 0
         self._seq = 0
         self._busy: set[str] = set()
         self._force_check: set[str] = set()
@@ -215,13 +218,16 @@ class Tracker:
 
     @property
     def client(self) -> AsyncClient:
-        if self._client is None:
-            from oneclickdz._aiohttp import AiohttpTransport
+        """The client of the tracker's own calls: the given one (or one over aiohttp), with no
+        retries inside the SDK, so that every call goes through the budget and the stats."""
+        if self._calls is None:
+            if self._client is None:
+                from oneclickdz._aiohttp import AiohttpTransport
 
-            # No retries inside the SDK: every call goes through the tracker's budget.
-            self._client = AsyncClient(transport=AiohttpTransport(), max_retries=0)
-            self._owns_client = True
-        return self._client
+                self._client = AsyncClient(transport=AiohttpTransport())
+                self._owns_client = True
+            self._calls = self._client.with_options(max_retries=0)
+        return self._calls
 
     def _checked_open(self) -> CardSealer:
         if self._sealer is None:
@@ -559,15 +565,22 @@ class Tracker:
     # ----------------------------------------------------------------- choosing the next call
 
     def _next_work(self, now: float) -> _Work | None:
-        """Priority: a page of the sweep in progress, a due check, a due placement."""
+        """Priority: a page of the sweep in progress or a due check, then a due placement; when
+        both are due they take turns, so neither starves the other of the budget."""
         sweep = self._sweep
-        if sweep is not None:
+        placing = self._head(self._place_heap, True)
+        place_due = placing is not None and placing.next_at <= now
+        if sweep is not None and not (place_due and self._checks_in_row):
             page = sweep.take_page()
             if page is not None:
+                self._checks_in_row += 1
                 sweep.in_flight += 1
                 return _Page(sweep, page)
         order = self._head(self._check_heap, False)
+        if place_due and self._checks_in_row:
+            order = None
         if order is not None and order.next_at <= now:
+            self._checks_in_row += 1
             if sweep is None and order.id not in self._force_check:
                 planned = self._plan_sweep(now)
                 if planned is not None:
@@ -579,11 +592,11 @@ class Tracker:
             self._busy.add(order.id)
             self._force_check.discard(order.id)
             return _Check(order)
-        order = self._head(self._place_heap, True)
-        if order is not None and order.next_at <= now:
+        if placing is not None and place_due:
+            self._checks_in_row = 0
             heapq.heappop(self._place_heap)
-            self._busy.add(order.id)
-            return _Place(order)
+            self._busy.add(placing.id)
+            return _Place(placing)
         return None
 
     def _plan_sweep(self, now: float) -> Sweep | None:
@@ -877,9 +890,7 @@ class Tracker:
         order.attempts += 1
         order.last_error = None if error is None else _describe(error)
         started = order.started_at if order.started_at is not None else now
-        pause = next_pause(
-            self.config.policy, order.attempts, now - started, error, self._rand.random
-        )
+        pause = next_pause(self._policy, order.attempts, now - started, error, self._rand.random)
         if pause is None:
             if not order.stuck:
                 log.warning("order stuck id=%s order_id=%s after %.0f s", order.id,
