@@ -411,3 +411,48 @@ def checking_span(samples: Sequence[Sample]) -> tuple[float, float, int] | None:
         return None
     first, last = moving[0][0], moving[-1][1]
     return first.at, last.at, checked(last) - checked(first)
+
+
+CHECKED = ("checked.by_sweep", "checked.by_checkOrder")
+CALLS = ("calls.list", "calls.checkOrder")
+
+
+def total(sample: Sample, names: Sequence[str]) -> int:
+    return sum(sample.counters.get(name, 0) for name in names)
+
+
+def steady_rate(
+    samples: Sequence[Sample], *, after_checked: int, until: float
+) -> dict[str, Any] | None:
+    """Orders checked per second once `after_checked` orders have been checked, until `until`.
+
+    The window runs from the first sample whose checked counters reach `after_checked` (the
+    first pass over every order is done) to the last sample taken at or before `until` (epoch,
+    when the run was stopped). None when fewer than two samples fall in it.
+    """
+    start = next((s for s in samples if total(s, CHECKED) >= after_checked), None)
+    if start is None:
+        return None
+    window = [s for s in samples if start.at <= s.at <= until]
+    if len(window) < 2 or window[-1].at <= start.at:
+        return None
+    end = window[-1]
+    seconds = end.at - start.at
+    checked = total(end, CHECKED) - total(start, CHECKED)
+    calls = total(end, CALLS) - total(start, CALLS)
+    per_interval = [
+        (total(b, CHECKED) - total(a, CHECKED)) / (b.at - a.at)
+        for a, b in itertools.pairwise(window)
+        if b.at > a.at
+    ]
+    return {
+        "start": start.at,
+        "end": end.at,
+        "seconds": round(seconds, 1),
+        "orders_checked": checked,
+        "checked_per_s": round(checked / seconds, 1),
+        "calls": calls,
+        "calls_per_s": round(calls / seconds, 1),
+        "orders_checked_per_call": per(checked, calls, 2),
+        "per_second_checked_per_s": [round(x) for x in per_interval],
+    }

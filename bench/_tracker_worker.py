@@ -5,9 +5,11 @@
 The spec names the service (`base_url`, `key`), the store, the `TrackerConfig` fields, and what
 to track: `"mode": "place"` writes `count` intents with `place_many` (in chunks of `chunk`),
 `"mode": "adopt"` adopts every order id of `ids_file` with `track()`. The tracker then runs until
-idle with a trivial handler. The result (JSON at `out`) holds the tracker's stats, the requests
-its client really sent, every order's times, and the process's own RSS and CPU: before the
-intents are written or the orders adopted, and at the peak.
+idle with a trivial handler, or, with `"run_for_s": N`, for N seconds from the start of `run()`
+(a timer calls `tracker.stop()`; `run()` returns once the calls in flight have answered). The
+result (JSON at `out`) holds the tracker's stats, the requests its client really sent, every
+order's times, and the process's own RSS and CPU: before the intents are written or the orders
+adopted, and at the peak.
 """
 
 from __future__ import annotations
@@ -103,6 +105,14 @@ class TimedStore(SQLiteTrackerStore):
             self.cpu["deliver"] += time.process_time() - start
             self.rows["deliver"] += 1
 
+    async def deliver_many(self, orders: Sequence[TrackedOrder]) -> None:
+        start = time.process_time()
+        try:
+            await super().deliver_many(orders)
+        finally:
+            self.cpu["deliver"] += time.process_time() - start
+            self.rows["deliver"] += len(orders)
+
 
 async def deliver(delivery: Delivery) -> None:
     """The merchant's handler, trivially: nothing to do."""
@@ -133,8 +143,23 @@ async def main(spec: dict[str, Any], ids: list[str]) -> dict[str, Any]:
             for order_id in ids:
                 await tracker.track(order_id)
             ids.clear()
+        t_stop: float | None = None
+        run_for = spec.get("run_for_s")
+        timer: asyncio.TimerHandle | None = None
+        if run_for is not None:
+
+            def stop() -> None:
+                nonlocal t_stop
+                t_stop = time.time()
+                tracker.stop()
+
+            timer = asyncio.get_running_loop().call_later(float(run_for), stop)
         t_run = time.time()
-        summary = await tracker.run(until_idle=True)
+        try:
+            summary = await tracker.run(until_idle=run_for is None)
+        finally:
+            if timer is not None:
+                timer.cancel()
         t_end = time.time()
         cpu_after = cpu_s()
         await peak.stop()
@@ -153,6 +178,7 @@ async def main(spec: dict[str, Any], ids: list[str]) -> dict[str, Any]:
         "cpu_sys_s": round(cpu_after[1] - cpu_before[1], 3),
         "t_admit": t_admit,
         "t_run": t_run,
+        "t_stop": t_stop,
         "t_end": t_end,
         "summary": dict(summary.states),
         "stats": stats.to_dict(),

@@ -16,24 +16,36 @@ its own; every request either side sends is counted on the wire (`CountingTransp
                Both at once. Targets: tracker detection lag p99 <= 10 s, <= 600 calls/min.
 3. scale       `--rate-limit 0`, `--fulfill-delay 40-40` (the service's longest: the tracker places
                all 20,000 in ~20 s, so all are in flight at the peak, which is measured); the
-               tracker places 20,000 intents with no budget and delivers them. Memory per order
+               tracker places 20,000 intents with no budget and delivers them (with
+               delivery_concurrency=8: handlers side by side, markers sharing a commit; a crash
+               repeats at most 8 deliveries; the default is 1). Memory per order
                <= 3 KB, CPU per order <= 1 ms, orders checked per second >= 0.8x a bare aiohttp
                loop of checkOrder GETs (100 in flight, median of 3 rounds of 5 s) on the same
                service, right after the tracker run. The tracker checks an order once per 5 s,
-               so its rate is bounded by what its schedule asks for (open orders / 5 s, reported
-               beside it, with the peak over one 5 s interval).
-4. check_cost  For 1, 10, 100, 1,000 open orders: the calls (and time) of one sweep of
+               so this rate is what its schedule asks for (open orders / 5 s, reported beside
+               it, with the peak over one 5 s interval), not what it can do: it is reported, but
+               the 0.8x target is measured by part 4.
+4. capacity    `--rate-limit 0`; 20,000 orders placed on one key, then kept HANDLING for the
+               whole part (due in 1 hour). The tracker adopts all of them (`track()`) with no
+               budget, an interval of 1 s and a far deadline, and runs for a fixed 25 s: its
+               orders checked per second (`checked.by_sweep` + `checked.by_checkOrder`, read from
+               its store every second) once its first pass over all 20,000 is done, until it is
+               stopped. Baseline in the same run, interleaved (baseline, tracker, baseline;
+               median): bare aiohttp checkOrder GETs over the same ids, 100 in flight, 25 s.
+               Target: tracker >= 0.8x the baseline.
+5. check_cost  For 1, 10, 100, 1,000 open orders: the calls (and time) of one sweep of
                `gift-cards/list` vs one checkOrder each.
 
 Detection lag of an order = when the tracker (or the loop) saw it final − when the service made
 it final (the service database's `final_at`).
 
-The service caps `--fulfill-delay` at 40 s. Part 2 needs minutes: its orders are placed with the
-service running, then the service is stopped, their `due_at` rewritten to creation + U(60, 300) s,
-and the service started again (it rebuilds its fulfilment queue from the database).
+The service caps `--fulfill-delay` at 40 s. Parts 2 and 4 need minutes: their orders are placed
+with the service running, then the service is stopped, their `due_at` rewritten (part 2: creation
++ U(60, 300) s; part 4: creation + 1 hour), and the service started again (it rebuilds its
+fulfilment queue from the database).
 
-    python -m bench.bench_tracker                       # everything, ~14 min
-    python -m bench.bench_tracker --only scale          # one part (results merged in the file)
+    python -m bench.bench_tracker                       # everything, ~17 min
+    python -m bench.bench_tracker --only capacity       # one part (results merged in the file)
     python -m bench.bench_tracker --quick               # scaled down; results not saved
 """
 
@@ -72,12 +84,13 @@ from bench._tracker_common import (
     r,
     run_tracker,
     service_orders,
+    steady_rate,
 )
 from oneclickdz import AiohttpTransport, AsyncClient, OneClickDZError, PollPolicy, RateLimitError
 from oneclickdz.server.testing import Service
 
 GUIDE = PollPolicy(interval=5, max_attempts=None)
-PARTS = ("throughput", "in_flight", "scale", "check_cost")
+PARTS = ("throughput", "in_flight", "scale", "capacity", "check_cost")
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,8 @@ class Scale:
     scale_orders: int = 20_000
     scale_delay: str = "40-40"
     bare_seconds: float = 5.0
+    capacity_orders: int = 20_000
+    capacity_run_s: float = 25.0
     check_cost_loads: tuple[int, ...] = (1, 10, 100, 1000)
 
 
@@ -104,6 +119,8 @@ QUICK = Scale(
     scale_orders=2000,
     scale_delay="20-20",
     bare_seconds=2.0,
+    capacity_orders=2000,
+    capacity_run_s=10.0,
     check_cost_loads=(1, 10, 100),
 )
 
@@ -458,7 +475,8 @@ async def part_scale(scale: Scale, workdir: Path) -> dict[str, Any]:
             "mode": "place",
             "count": n,
             "chunk": 1000,
-            "config": {"rate_per_minute": None},
+            # Handlers side by side, their markers in one commit: a crash repeats at most 8.
+            "config": {"rate_per_minute": None, "delivery_concurrency": 8},
         }
         result, samples = await run_tracker(spec, workdir, sample_every=1.0)
         order_ids = [o[0] for o in result["orders"] if o[0] is not None]
@@ -518,16 +536,14 @@ async def part_scale(scale: Scale, workdir: Path) -> dict[str, Any]:
         "service": {"rate_limit_per_min": 0, "fulfill_delay_s": scale.scale_delay},
         "tracker": tracker,
         "bare_aiohttp_checkOrder": bare,
+        # Bounded by what the schedule asks for (every open order once per 5 s): reported, not
+        # a target; the tracker's checking capacity against this baseline is part `capacity`.
         "checked_per_s_ratio": ratio(checked_per_s, bare["checks_per_s"]),
-        "target": {
-            "max_memory_per_order_kb": 3,
-            "max_cpu_per_order_ms": 1,
-            "min_checked_per_s_ratio": 0.8,
-        },
+        "checked_per_s_is": "asked by the schedule (target: see capacity)",
+        "target": {"max_memory_per_order_kb": 3, "max_cpu_per_order_ms": 1},
         "met": bool(
             (tracker["memory_per_order_kb"] or 1e9) <= 3
             and (tracker["cpu_per_order_ms"] or 1e9) <= 1
-            and ratio(checked_per_s, bare["checks_per_s"]) >= 0.8
             and delivered == n
         ),
     }
@@ -537,10 +553,11 @@ async def part_scale(scale: Scale, workdir: Path) -> dict[str, Any]:
         f"{tracker['memory_per_order_kb']} KB/order ({tracker['memory_per_order_in_flight_kb']} "
         f"KB per order in flight) (target <= 3), CPU {tracker['cpu_per_order_ms']} ms/order "
         f"(target <= 1)\n"
-        f"[scale] orders checked/s: tracker {tracker['checked_per_s']} vs bare aiohttp checkOrder "
-        f"{bare['checks_per_s']} -> ratio {figures['checked_per_s_ratio']} (target >= 0.8; "
-        f"the schedule asked for {tracker['schedule_demand_checks_per_s']}/s; peak over 5 s: "
-        f"{tracker['peak_checked_per_s_over_5s']}/s)\n"
+        f"[scale] orders checked/s, as asked by the schedule: tracker {tracker['checked_per_s']} "
+        f"(the schedule asked for {tracker['schedule_demand_checks_per_s']}/s; peak over 5 s: "
+        f"{tracker['peak_checked_per_s_over_5s']}/s) vs bare aiohttp checkOrder "
+        f"{bare['checks_per_s']} -> ratio {figures['checked_per_s_ratio']} (not a target: the "
+        f"tracker's capacity is part capacity)\n"
         f"[scale] CPU in the tracker's SQLite store: {tracker['store_cpu_s']} "
         f"(of {tracker['cpu_s']} s), {tracker['store_rows_written_per_order']} rows written/order\n"
         f"[scale] calls per order checked: sweep {cpo['sweep']}, checkOrder {cpo['checkOrder']}",
@@ -549,7 +566,128 @@ async def part_scale(scale: Scale, workdir: Path) -> dict[str, Any]:
     return figures
 
 
-# --------------------------------------------------------------------------- 4. check cost
+# --------------------------------------------------------------------------- 4. capacity
+
+
+async def capacity_tracker(
+    base_url: str, key: str, ids_file: Path, n: int, run_s: float, store: Path, workdir: Path
+) -> dict[str, Any]:
+    """One tracker run adopting the `n` orders of `ids_file` for `run_s` seconds: its figures."""
+    spec = {
+        "base_url": base_url,
+        "key": key,
+        "store": str(store),
+        "mode": "adopt",
+        "ids_file": str(ids_file),
+        "config": {"rate_per_minute": None, "interval": 1.0, "deadline": 86_400.0},
+        "run_for_s": run_s,
+    }
+    result, samples = await run_tracker(spec, workdir, sample_every=1.0)
+    stop = result["t_stop"] or result["t_end"]
+    steady = steady_rate(samples, after_checked=n, until=stop)
+    counters = result["stats"]["counters"]
+    return {
+        "adopt_s": round(result["t_run"] - result["t_admit"], 1),
+        "run_s": round(stop - result["t_run"], 1),
+        "stop_to_return_s": round(result["t_end"] - stop, 2),
+        "checked_per_s": steady["checked_per_s"] if steady else 0.0,
+        "steady": (
+            None
+            if steady is None
+            else {
+                **{k: v for k, v in steady.items() if k not in ("start", "end")},
+                "from_run_start_s": round(steady["start"] - result["t_run"], 1),
+            }
+        ),
+        "api_calls": result["stats"]["api_calls"],
+        "wire": result["wire"],
+        "checked": {k: v for k, v in counters.items() if k.startswith(("checked", "sw"))},
+        "calls_per_order_checked": {
+            "sweep": per(counters.get("calls.list", 0), counters.get("checked.by_sweep", 0)),
+            "checkOrder": per(
+                counters.get("calls.checkOrder", 0), counters.get("checked.by_checkOrder", 0)
+            ),
+        },
+        "states": result["summary"],
+        "cpu_s": round(result["cpu_user_s"] + result["cpu_sys_s"], 2),
+        "rss_peak_kb": result["rss_peak_kb"],
+    }
+
+
+async def part_capacity(scale: Scale, workdir: Path) -> dict[str, Any]:
+    n = scale.capacity_orders
+    run_s = scale.capacity_run_s
+    home = workdir / "capacity"
+    svc = service(home, "40-40", 0)
+    try:
+        key = new_key(svc, "bench-capacity", n)
+        t0 = time.perf_counter()
+        (ids,) = await place_raw(svc.base_url, [key], n, concurrency=100)
+        placing_s = time.perf_counter() - t0
+        svc.stop()
+        postpone_fulfilment(svc.db_path, ids, 3600.0, 3600.0)  # HANDLING for the whole part
+        svc.start()
+        ids_file = home / "adopt.json"
+        ids_file.write_text(json.dumps(ids))
+        # Interleaved on the same service: baseline, tracker, baseline.
+        before = await bare_check_rate(svc.base_url, key, ids, seconds=run_s, rounds=1)
+        tracker = await capacity_tracker(
+            svc.base_url, key, ids_file, n, run_s, home / "tracker.db", workdir
+        )
+        after = await bare_check_rate(svc.base_url, key, ids, seconds=run_s, rounds=1)
+        truth = service_orders(svc.db_path, ids)
+    finally:
+        svc.stop()
+
+    rounds = [before["checks_per_s"], after["checks_per_s"]]
+    bare = {
+        "checks_per_s": round(statistics.median(rounds), 1),
+        "rounds_checks_per_s": rounds,
+        "failed": before["failed"] + after["failed"],
+        "seconds_per_round": run_s,
+        "in_flight": before["in_flight"],
+        "order_ids": n,
+    }
+    went_final = sum(1 for o in truth.values() if o.final is not None)
+    checked_ratio = ratio(tracker["checked_per_s"], bare["checks_per_s"])
+    figures = {
+        "service": {"rate_limit_per_min": 0, "orders_due_in_s": 3600},
+        "orders": n,
+        "placing_s": round(placing_s, 1),
+        "orders_final_during_part": went_final,
+        "tracker_config": {"rate_per_minute": None, "interval": 1.0, "deadline": 86_400.0},
+        # Above the tracker's capacity at full scale; at --quick scale it may be the bound.
+        "schedule_asks_checks_per_s": round(n / 1.0, 1),
+        "order": ["bare aiohttp", "tracker", "bare aiohttp"],
+        "tracker": tracker,
+        "bare_aiohttp_checkOrder": bare,
+        "checked_per_s_ratio": checked_ratio,
+        "target": {"min_checked_per_s_ratio": 0.8},
+        "met": bool(
+            checked_ratio >= 0.8
+            and tracker["steady"] is not None
+            and went_final == 0
+            and tracker["wire"]["transport_errors"] == {}
+            and tracker["wire"]["throttled_429_total"] == 0
+        ),
+    }
+    steady = tracker["steady"] or {}
+    print(
+        f"[capacity] orders checked/s: tracker {tracker['checked_per_s']} vs bare aiohttp "
+        f"checkOrder {bare['checks_per_s']} -> ratio {checked_ratio} (target >= 0.8)\n"
+        f"[capacity] {n} orders HANDLING throughout ({went_final} went final); tracker: adopted "
+        f"in {tracker['adopt_s']} s, ran {tracker['run_s']} s, steady window "
+        f"{steady.get('seconds')} s from {steady.get('from_run_start_s')} s, "
+        f"{steady.get('calls')} calls in it ({steady.get('orders_checked_per_call')} orders per "
+        f"call), {sum(tracker['api_calls'].values())} calls in all {tracker['api_calls']}; the "
+        f"schedule asked for {figures['schedule_asks_checks_per_s']}/s; bare rounds {rounds} "
+        f"({bare['failed']} failed)",
+        flush=True,
+    )
+    return figures
+
+
+# --------------------------------------------------------------------------- 5. check cost
 
 
 async def _timed(fn: Callable[[], Awaitable[int]], rounds: int = 3) -> tuple[int, float]:
@@ -627,6 +765,7 @@ RUNNERS: dict[str, Callable[[Scale, Path], Coroutine[Any, Any, dict[str, Any]]]]
     "throughput": part_throughput,
     "in_flight": part_in_flight,
     "scale": part_scale,
+    "capacity": part_capacity,
     "check_cost": part_check_cost,
 }
 

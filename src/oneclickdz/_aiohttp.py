@@ -33,7 +33,10 @@ class AiohttpTransport:
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self._max_connections)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        # The API sets no cookies, and a client of it should keep none: no jar to consult.
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=True, cookie_jar=aiohttp.DummyCookieJar()
+        )
         return self._session
 
     def _timeout(self, seconds: float | None) -> aiohttp.ClientTimeout:

@@ -119,6 +119,16 @@ def _changes(o: TrackedOrder) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+_MARK = (
+    "UPDATE orders SET state = ?, delivered_at = ?, last_error = ?, delivery_attempts = ? "
+    "WHERE id = ?"
+)
+
+
+def _marker(o: TrackedOrder) -> tuple[Any, ...]:
+    return (o.state.value, o.delivered_at, o.last_error, o.delivery_attempts, o.id)
+
+
 def _order(row: Sequence[Any]) -> TrackedOrder:
     (
         id_, ref, product_id, type_id, quantity, meta, state, created_at, order_id, order_time,
@@ -171,6 +181,7 @@ class SQLiteTrackerStore(TrackerStore):
         )
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 10000")  # fewer, larger checkpoints
         self._conn = conn
         with self._tx():
             for statement in _SCHEMA:
@@ -259,12 +270,12 @@ class SQLiteTrackerStore(TrackerStore):
                     result = effect(c)
                     if inspect.isawaitable(result):
                         await result
-                c.execute(
-                    "UPDATE orders SET state = ?, delivered_at = ?, last_error = ?, "
-                    "delivery_attempts = ? WHERE id = ?",
-                    (order.state.value, order.delivered_at, order.last_error,
-                     order.delivery_attempts, order.id),
-                )  # fmt: skip
+                c.execute(_MARK, _marker(order))
+
+    async def deliver_many(self, orders: Sequence[TrackedOrder]) -> None:
+        async with self._tx_lock:
+            with self._tx() as c:
+                c.executemany(_MARK, [_marker(o) for o in orders])
 
     async def get(self, ident: str) -> TrackedOrder | None:
         row = self._c.execute(

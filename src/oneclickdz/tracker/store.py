@@ -84,6 +84,10 @@ class TrackerStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def deliver_many(self, orders: Sequence[TrackedOrder]) -> None:
+        """Mark these orders delivered in one transaction (handlers that ran side by side)."""
+
+    @abc.abstractmethod
     async def get(self, ident: str) -> TrackedOrder | None:
         """A row by intent id, order id or ref."""
 

@@ -106,7 +106,7 @@ class _Page:
 _Work = _Place | _Check | _Page
 _Entry = tuple[float, int, TrackedOrder]
 
-PROGRESS_EVERY = 5  # poll progress is written at the 1st check and every 5th after it
+PROGRESS_EVERY = 10  # poll progress is written at the 1st check and every 10th after it
 
 
 def _new_id() -> str:
@@ -179,7 +179,11 @@ class Tracker:
         self._offset: float | None = None  # API clock minus ours, from orders seen
         self._in_flight = 0
         self._deliveries = 0
-        self._wake = asyncio.Event()
+        self._wake = _Wake()
+        self._deliver_wake = _Wake()
+        self._running = False
+        self._to_mark: list[TrackedOrder] = []
+        self._marking: asyncio.Future[None] | None = None
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._revision = -1
@@ -387,11 +391,18 @@ class Tracker:
         await self.store.acquire_runner()
         await self._load_unsettled(spread=True)
         flusher = asyncio.create_task(self._flusher())
+        self._running = True
+        workers = [
+            asyncio.create_task(self._delivery_worker())
+            for _ in range(self.config.delivery_concurrency if self._delivers else 0)
+        ]
         try:
             await self._dispatch(until_idle)
         finally:
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._running = False
+            self._deliver_wake.set()
+            if self._tasks or workers:
+                await asyncio.gather(*self._tasks, *workers, return_exceptions=True)
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
@@ -407,27 +418,28 @@ class Tracker:
             if now >= next_revision_check:
                 await self._watch_revision()
                 next_revision_check = now + 1.0
-            self._start_deliveries(now)
             wait = self._next_due(now) - now
             if wait <= 0 and self._in_flight < self.config.max_in_flight:
                 delay = self.budget.delay()
                 if delay > 0:
                     await self._sleep(min(delay, 1.0))
                     continue
-                work = self._next_work(now)
-                if work is not None:
+                # Hand out calls while the budget and the slots allow: one pass, many calls.
+                while (work := self._next_work(now)) is not None:
                     self.budget.take()
                     self._spawn(self._execute(work))
-                    continue
+                    if self._in_flight >= self.config.max_in_flight or self.budget.delay() > 0:
+                        break
                 wait = self._next_due(now) - now
+                if wait <= 0:
+                    await asyncio.sleep(0)  # let the calls just handed out go
+                    continue
             if until_idle and self._idle():
                 return
             await self._sleep(min(max(wait, 0.001), 1.0))
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        self._wake.clear()
+        await self._wake.wait(seconds)
 
     def _spawn(self, coro: Awaitable[None], *, call: bool = True) -> None:
         if call:
@@ -483,6 +495,7 @@ class Tracker:
         entry = (order.next_at, self._seq, order)
         if order.state is State.FINAL:
             heapq.heappush(self._deliver_heap, entry)
+            self._deliver_wake.set()
         elif order.state is State.PLACED:
             heapq.heappush(self._check_heap, entry)
         elif order.state.to_place:
@@ -931,15 +944,51 @@ class Tracker:
         for order in dirty:
             if order.state is State.FINAL and order.id in self._orders:
                 self._durable_final.add(order.id)
+                self._deliver_wake.set()
         self._wake.set()
 
     # ----------------------------------------------------------------- delivery
 
-    def _start_deliveries(self, now: float) -> None:
-        if not self._delivers:
+    async def _delivery_worker(self) -> None:
+        """One of `delivery_concurrency` loops: deliver the next due final order, or sleep."""
+        while self._running:
+            order, wait = self._next_delivery(_now())
+            if order is None:
+                await self._deliver_wake.wait(min(wait, 1.0))
+                continue
+            self._busy.add(order.id)
+            self._deliveries += 1
+            try:
+                await self._deliver(order)
+            except Exception:  # a bug must not end the worker; the order stays final
+                log.exception("delivery step failed unexpectedly")
+            self._wake.set()  # the dispatcher may be waiting for the last delivery to end
+
+    async def _mark_delivered(self, order: TrackedOrder) -> None:
+        """Commit the delivery marker; the markers of handlers that returned side by side (with
+        `delivery_concurrency` > 1) share one transaction."""
+        self._to_mark.append(_delivered(order))
+        pending = self._marking
+        if pending is not None:
+            await asyncio.shield(pending)
             return
+        marking = self._marking = asyncio.get_running_loop().create_future()
+        await asyncio.sleep(0)  # let the handlers that return now join this commit
+        batch, self._to_mark, self._marking = self._to_mark, [], None
+        try:
+            await self.store.deliver_many(batch)
+        except BaseException as exc:
+            for other in batch:
+                _undelivered(other)
+            marking.set_exception(exc)
+            marking.exception()  # retrieved here: each waiter handles it
+            raise
+        marking.set_result(None)
+
+    def _next_delivery(self, now: float) -> tuple[TrackedOrder | None, float]:
+        """The next final order to deliver now (on disk, not being changed), else the wait."""
         heap = self._deliver_heap
-        while heap and self._deliveries < self.config.delivery_concurrency:
+        while heap:
             due, _, order = heap[0]
             if (
                 order.state is not State.FINAL
@@ -949,12 +998,13 @@ class Tracker:
             ):
                 heapq.heappop(heap)
                 continue
-            if due > now or order.id not in self._durable_final or order.id in self._dirty:
-                break
+            if order.id not in self._durable_final or order.id in self._dirty:
+                return None, self.config.flush_interval  # the next flush makes it durable
+            if due > now:
+                return None, due - now
             heapq.heappop(heap)
-            self._busy.add(order.id)
-            self._deliveries += 1
-            self._spawn(self._deliver(order), call=False)
+            return order, 0.0
+        return None, 1.0
 
     async def _deliver(self, order: TrackedOrder) -> None:
         sealer = self._checked_open()
@@ -979,7 +1029,7 @@ class Tracker:
                     result = await asyncio.to_thread(self.handler, delivery)
                     if inspect.isawaitable(result):
                         await result
-                await self.store.deliver(_delivered(order))
+                await self._mark_delivered(order)
         except Exception as exc:
             _undelivered(order)
             self._count(HANDLER_FAILURES)
@@ -1016,6 +1066,40 @@ class Tracker:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+class _Wake:
+    """What the dispatcher sleeps on: a timeout, or `set()` by a finished step (cheaper than
+    `wait_for` on an Event, which makes a task per sleep)."""
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[None] | None = None
+        self._pending = False
+
+    def set(self) -> None:
+        self._pending = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, seconds: float) -> None:
+        if self._pending:
+            self._pending = False
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        handle = loop.call_later(seconds, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            self._waiter = None
+            self._pending = False
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _delivered(order: TrackedOrder) -> TrackedOrder:
