@@ -465,3 +465,18 @@ async def test_one_runner_per_store(
         with pytest.raises(RunnerActiveError):
             await second.run()
         first.stop()
+
+
+async def test_handlers_side_by_side_deliver_each_order_once(
+    service: Service, tracker_factory: Factory, deliveries: Deliveries, store_url: str
+) -> None:
+    config = TrackerConfig(interval=0.5, delivery_concurrency=4, delivery_backoff=0.05)
+    async with tracker_factory(service, config=config) as tracker:
+        rows = await tracker.place_many([IntentSpec(PSN, "type_001", 1)] * 20)
+        summary = await tracker.run(until_idle=True)
+    assert summary.ok
+    assert sorted(d.intent_id for d in deliveries.received) == sorted(o.id for o in rows)
+    db = sqlite3.connect(store_url.removeprefix("sqlite:///"))
+    assert db.execute("SELECT state, COUNT(*) FROM orders GROUP BY state").fetchall() == [
+        ("delivered", 20)
+    ]
