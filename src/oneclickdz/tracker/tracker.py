@@ -436,6 +436,8 @@ class Tracker:
                     continue
             if until_idle and self._idle():
                 return
+            if wait <= 0:  # due, but every slot is taken: the next call to end wakes us
+                wait = 1.0
             await self._sleep(min(max(wait, 0.001), 1.0))
 
     async def _sleep(self, seconds: float) -> None:
