@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import uvicorn
@@ -67,7 +67,36 @@ def envelope(data: Any) -> dict[str, Any]:
     return {"success": True, "data": data, "meta": {"timestamp": "2025-10-29T01:00:00.000Z"}}
 
 
-class StubAPI:
+class ThreadedApp:
+    """A Starlette app on uvicorn in a thread, on a free loopback port: `start()`, `stop()`."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v3"
+
+    def start(self) -> Self:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{type(self).__name__} did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+class StubAPI(ThreadedApp):
     """Answers placeOrder with `next_order_id` and checkOrder with scripted states, in order.
 
     `script(order_id, state1, state2, ...)`: each checkOrder returns the next state; the last one
@@ -75,7 +104,6 @@ class StubAPI:
     """
 
     def __init__(self) -> None:
-        self.port = free_port()
         self.calls: list[tuple[str, str]] = []
         self._states: dict[str, list[dict[str, Any]]] = {}
         self.next_order_id = "stub-order-1"
@@ -87,28 +115,7 @@ class StubAPI:
                 Route("/v3/{rest:path}", self._catalog_like),
             ]
         )
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v3"
-
-    def start(self) -> StubAPI:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("stub API did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        super().__init__(app)
 
     def reset(self) -> None:
         self.calls.clear()

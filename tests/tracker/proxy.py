@@ -9,37 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
-import time
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from oneclickdz.server.testing import free_port
+from tests.sdk_fixtures import ThreadedApp
 
 
-class RewritingProxy:
+class RewritingProxy(ThreadedApp):
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
-        self.port = free_port()
         self.strip_duplicate_order_id = False
         self.strip_list_refs = False
         self.requests: list[tuple[str, str]] = []
-        app = Starlette(routes=[Route("/v3/{rest:path}", self._forward, methods=["GET", "POST"])])
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off"
+        super().__init__(
+            Starlette(routes=[Route("/v3/{rest:path}", self._forward, methods=["GET", "POST"])])
         )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v3"
 
     async def _forward(self, request: Request) -> Response:
         path = request.path_params["rest"]
@@ -79,16 +68,3 @@ class RewritingProxy:
             body = json.dumps(document).encode()
         headers = {k: v for k, v in upstream.headers.items() if k.lower() in ("retry-after",)}
         return Response(body, upstream.status_code, headers, media_type="application/json")
-
-    def start(self) -> RewritingProxy:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("proxy did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
