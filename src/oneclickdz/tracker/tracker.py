@@ -71,7 +71,7 @@ from .stats import (
     TrackerStats,
 )
 from .store import DEFAULT_STORE_URL, DuplicateOrderError, TrackerStore, open_store
-from .sweep import PAGE_SIZE, Sweep, covering_window, estimate_pages, order_window
+from .sweep import PAGE_SIZE, Sweep, covering_window, estimate_pages, iso, order_window
 
 __all__ = ["Handler", "Tracker", "TxHandler"]
 
@@ -508,6 +508,7 @@ class Tracker:
         if order.order_id is not None:
             self._by_order_id.pop(order.order_id, None)
         self._force_check.discard(order.id)
+        self._durable_final.discard(order.id)
 
     def _touch(self, order: TrackedOrder) -> None:
         self._dirty[order.id] = order
@@ -745,7 +746,7 @@ class Tracker:
         """Find the order an earlier attempt with this ref may have created, in the list."""
         assert order.ref is not None
         start = (order.sent_at or order.created_at) - self.config.clock_skew
-        window = (_iso(start), _iso(_now() + self.config.clock_skew))
+        window = (iso(start), iso(_now() + self.config.clock_skew))
         page, pages = 1, 1
         try:
             while page <= pages:
@@ -1038,7 +1039,6 @@ class Tracker:
             self._delivery_failed(order, exc, cards)
         else:
             self._forget(order)
-            self._durable_final.discard(order.id)
             log.info("order delivered id=%s order_id=%s key=%s", order.id, order.order_id,
                      delivery.delivery_key)  # fmt: skip
         finally:
@@ -1054,7 +1054,6 @@ class Tracker:
                     message = message.replace(secret, mask(secret) or "****")
         order.last_error = message[:500]
         if order.delivery_attempts >= self.config.max_delivery_attempts:
-            self._durable_final.discard(order.id)
             self._settle(order, State.DELIVERY_FAILED, order.last_error)
             log.error("delivery failed id=%s order_id=%s attempts=%d: %s", order.id,
                       order.order_id, order.delivery_attempts, order.last_error)  # fmt: skip
@@ -1144,9 +1143,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, APIError):
         return f"{type(exc).__name__} {exc.status_code} {exc.code}: {exc.message}"
     return f"{type(exc).__name__}: {exc}"
-
-
-def _iso(ts: float) -> str:
-    from .sweep import iso
-
-    return iso(ts)
