@@ -57,6 +57,7 @@ class ExitCode(enum.IntEnum):
     CONNECTION = 7  # no usable answer: refused, reset, timed out, or unreadable (truncated)
     PLACEMENT_UNKNOWN = 8  # placeOrder got no answer: the order may exist, reconcile first
     INCONSISTENT = 9  # a final order breaks its status's rules: nothing was handed out
+    CANNOT_LISTEN = 10  # `serve` could not listen: the address is in use or not available
 
 
 EXIT_CODES_HELP = """\
@@ -71,7 +72,8 @@ EXIT_CODES_HELP = """\
 * 6 API error (answered with an error: key, not found, balance, stock, 5xx)
 * 7 connection error (refused, reset, timeout, unreadable answer)
 * 8 placement outcome unknown: the order may exist, reconcile before buying again
-* 9 inconsistent order: the final order breaks its rules, nothing handed out"""
+* 9 inconsistent order: the final order breaks its rules, nothing handed out
+* 10 `serve` cannot listen on its address (in use, or not available)"""
 
 
 class CliError(Exception):

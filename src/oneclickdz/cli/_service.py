@@ -16,10 +16,20 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from oneclickdz._redact import mask
-from oneclickdz.server.config import DEFAULT_DB, DEFAULT_HOST, DEFAULT_PORT
+from oneclickdz.server.config import (
+    BODY_TIMEOUT,
+    DEFAULT_DB,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    HEADER_TIMEOUT,
+    KEEPALIVE_TIMEOUT,
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+)
 
 from ._app import SERVICE, app
-from ._core import JsonOption, Settings, fail, settings
+from ._core import ExitCode, JsonOption, Settings, fail, settings
 
 if TYPE_CHECKING:
     from oneclickdz.server.store import Store
@@ -49,41 +59,146 @@ def refusals() -> Iterator[None]:
         fail(str(exc))
 
 
+def _var(name: str) -> str:
+    """The environment variable that sets a `serve` option: `ONECLICKDZ_<NAME>`."""
+    return f"ONECLICKDZ_{name}"
+
+
+LIMITS = "Connection limits"
+
+
 @app.command(rich_help_panel=SERVICE)
 def serve(
     ctx: typer.Context,
     db: DbOption = DEFAULT_DB,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = DEFAULT_HOST,
-    port: Annotated[int, typer.Option(help="TCP port.")] = DEFAULT_PORT,
+    host: Annotated[
+        str, typer.Option(envvar=_var("HOST"), help="Interface to listen on.")
+    ] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(envvar=_var("PORT"), help="TCP port.")] = DEFAULT_PORT,
     fulfill_delay: Annotated[
-        str, typer.Option(help="Seconds an order stays HANDLING: LOW-HIGH, uniform.")
+        str,
+        typer.Option(
+            envvar=_var("FULFILL_DELAY"), help="Seconds an order stays HANDLING: LOW-HIGH, uniform."
+        ),
     ] = "2-10",
     seed: Annotated[
-        int | None, typer.Option(help="Seed of every random choice (logged when absent).")
+        int | None,
+        typer.Option(envvar=_var("SEED"), help="Seed of every random choice (logged when absent)."),
     ] = None,
     faults: Annotated[
         str,
         typer.Option(
+            envvar=_var("FAULTS"),
             help="Fault rules route:rate:fault[:xN], comma-separated, e.g. "
             "'checkOrder:0.2:503,placeOrder:0.05:reset,*:0.1:delay=2'. Faults: 429[=S], 500, "
-            "503, delay=S, reset, reset-after, empty, malformed."
+            "503, delay=S, reset, reset-after, empty, malformed.",
         ),
     ] = "",
     rate_limit: Annotated[
-        int, typer.Option(help="Requests a minute per key (token bucket); 0 turns it off.")
+        int,
+        typer.Option(
+            envvar=_var("RATE_LIMIT"),
+            min=0,
+            help="Requests a minute per key (token bucket); 0 turns it off.",
+        ),
     ] = 600,
+    lockout_attempts: Annotated[
+        int,
+        typer.Option(
+            envvar=_var("LOCKOUT_ATTEMPTS"),
+            min=1,
+            help="Bad keys from one IP, within the window, that block it.",
+        ),
+    ] = 5,
     lockout_window: Annotated[
-        float, typer.Option(help="Seconds in which 5 bad keys from one IP block it.")
+        float,
+        typer.Option(
+            envvar=_var("LOCKOUT_WINDOW"), min=0, help="Seconds in which bad keys are counted."
+        ),
     ] = 900.0,
-    lockout_duration: Annotated[float, typer.Option(help="Seconds an IP stays blocked.")] = 900.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    lockout_duration: Annotated[
+        float,
+        typer.Option(envvar=_var("LOCKOUT_DURATION"), min=0, help="Seconds an IP stays blocked."),
+    ] = 900.0,
+    log_level: Annotated[
+        str, typer.Option(envvar=_var("LOG_LEVEL"), help="debug, info, warning or error.")
+    ] = "info",
     busy_timeout: Annotated[
         float,
-        typer.Option(help="Seconds a write waits for another process's lock before a 503."),
+        typer.Option(
+            envvar=_var("BUSY_TIMEOUT"),
+            min=0,
+            help="Seconds a write waits for another process's lock before a 503.",
+        ),
     ] = 5.0,
+    max_header_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar=_var("MAX_HEADER_BYTES"),
+            min=1024,
+            help="Largest request head (request line and headers), in bytes: 431 beyond.",
+            rich_help_panel=LIMITS,
+        ),
+    ] = MAX_HEADER_BYTES,
+    max_headers: Annotated[
+        int,
+        typer.Option(
+            envvar=_var("MAX_HEADERS"),
+            min=1,
+            help="Most header fields in a request: 431 beyond.",
+            rich_help_panel=LIMITS,
+        ),
+    ] = MAX_HEADERS,
+    max_body_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar=_var("MAX_BODY_BYTES"),
+            min=1,
+            help="Largest request body, in bytes: 413 beyond.",
+            rich_help_panel=LIMITS,
+        ),
+    ] = MAX_BODY_BYTES,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar=_var("HEADER_TIMEOUT"),
+            min=0.1,
+            help="Seconds to receive a whole request head once it started: 408 after.",
+            rich_help_panel=LIMITS,
+        ),
+    ] = HEADER_TIMEOUT,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar=_var("BODY_TIMEOUT"),
+            min=0.1,
+            help="Seconds to receive a whole request body: 408 after.",
+            rich_help_panel=LIMITS,
+        ),
+    ] = BODY_TIMEOUT,
+    keepalive_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar=_var("KEEPALIVE_TIMEOUT"),
+            min=0.1,
+            help="Seconds an idle connection (one that sends nothing) stays open.",
+            rich_help_panel=LIMITS,
+        ),
+    ] = KEEPALIVE_TIMEOUT,
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            "--metrics/--no-metrics",
+            envvar=_var("METRICS"),
+            help="Serve Prometheus metrics at /metrics.",
+        ),
+    ] = True,
     json_output: JsonOption = False,
 ) -> None:
-    """Run the OneClickDZ v3 gift-card API on HOST:PORT (JSON logs on stderr)."""
+    """Run the OneClickDZ v3 gift-card API on HOST:PORT (JSON logs on stderr).
+
+    Every option can also be set by the environment variable shown beside it.
+    """
     settings(ctx, json_output=json_output)
     from oneclickdz.server.config import ServerConfig, parse_delay
 
@@ -93,13 +208,20 @@ def serve(
         fail(str(exc))
     config = ServerConfig(
         db_url=db, host=host, port=port, fulfill_delay=delay, seed=seed, faults=faults,
-        rate_limit=rate_limit, lockout_window=lockout_window, lockout_duration=lockout_duration,
-        log_level=log_level, busy_timeout=busy_timeout,
+        rate_limit=rate_limit, lockout_attempts=lockout_attempts, lockout_window=lockout_window,
+        lockout_duration=lockout_duration, log_level=log_level, busy_timeout=busy_timeout,
+        max_header_bytes=max_header_bytes, max_headers=max_headers,
+        max_body_bytes=max_body_bytes, header_timeout=header_timeout, body_timeout=body_timeout,
+        keepalive_timeout=keepalive_timeout, metrics=metrics,
     )  # fmt: skip
+    from oneclickdz.server.runtime import CannotListen
     from oneclickdz.server.runtime import serve as run
 
     with refusals():
-        run(config)
+        try:
+            run(config)
+        except CannotListen as exc:
+            fail(str(exc), ExitCode.CANNOT_LISTEN)
 
 
 # -- admin ----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from oneclickdz.server.vault import Vault
 log = logging.getLogger("oneclickdz.server.orders")
 
 FINAL_ORDER_CACHE = 20_000  # orders; their cards stay sealed in memory as on disk
+MAX_PAGE = 1_000_000  # beyond, an offset means nothing (and would overflow the database's integers)
+MAX_PAGE_SIZE = 100
 OPERATORS = {"mobilis": "up", "ooredoo": "up", "djezzy": "up", "mobilisFixedPlans": "up"}
 
 
@@ -263,8 +266,8 @@ def parse_place_order(body: Any) -> orders.PlaceOrder:
 
 
 def parse_page(query: Mapping[str, str], *, both_ends: bool) -> Page:
-    number = _int_param(query, "page", 1, 1, None)
-    size = _int_param(query, "pageSize", 20, 1, 100)
+    number = _int_param(query, "page", 1, 1, MAX_PAGE)
+    size = _int_param(query, "pageSize", 20, 1, MAX_PAGE_SIZE)
     start, end = query.get("from"), query.get("to")
     if both_ends and (start is None) != (end is None):
         missing = "to" if end is None else "from"
@@ -275,19 +278,21 @@ def parse_page(query: Mapping[str, str], *, both_ends: bool) -> Page:
     return Page(number, size, window)
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
 def _int_param(
-    query: Mapping[str, str], name: str, default: int, low: int, high: int | None
+    query: Mapping[str, str], name: str, default: int, low: int, high: int
 ) -> int:
     raw = query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise validation(name, raw, f"querystring/{name} must be integer") from None
+    if not _INTEGER.fullmatch(raw):  # ASCII digits only: not "1_000", " 5" or "٣"
+        raise validation(name, raw, f"querystring/{name} must be integer")
+    value = int(raw) if len(raw) <= 20 else (high + 1 if raw[0] != "-" else low - 1)
     if value < low:
         raise validation(name, raw, f"querystring/{name} must be >= {low}")
-    if high is not None and value > high:
+    if value > high:
         raise validation(name, raw, f"querystring/{name} must be <= {high}")
     return value
 

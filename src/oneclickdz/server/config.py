@@ -1,4 +1,9 @@
-"""The service's settings: arguments first, then environment, then these defaults."""
+"""The service's settings.
+
+`oneclickdz serve` fills a `ServerConfig` from its options; each option can also be given by
+an environment variable (`--rate-limit` or `ONECLICKDZ_RATE_LIMIT`, see `serve --help`), and
+the option wins over the variable. Unset, the defaults below apply.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,14 @@ DEFAULT_DB = "sqlite:///./oneclickdz.db"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8731
 MAX_FULFILL_DELAY = 40.0  # leaves headroom under the promise that no order stays HANDLING 45 s
+
+# Limits on every connection (each one an option of `serve`).
+MAX_HEADER_BYTES = 16 * 1024  # the request line and headers together
+MAX_HEADERS = 100
+MAX_BODY_BYTES = 64 * 1024
+HEADER_TIMEOUT = 10.0  # seconds to receive a whole request head, once its first byte arrived
+BODY_TIMEOUT = 10.0  # seconds to receive a whole declared body
+KEEPALIVE_TIMEOUT = 5.0  # seconds an idle connection (or one that never sends) stays open
 
 
 @dataclass(frozen=True)
@@ -24,6 +37,13 @@ class ServerConfig:
     lockout_duration: float = 900.0
     log_level: str = "info"
     busy_timeout: float = 5.0  # seconds a write waits for another process's lock, then 503
+    max_header_bytes: int = MAX_HEADER_BYTES
+    max_headers: int = MAX_HEADERS
+    max_body_bytes: int = MAX_BODY_BYTES
+    header_timeout: float = HEADER_TIMEOUT
+    body_timeout: float = BODY_TIMEOUT
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT
+    metrics: bool = True  # Prometheus metrics at /metrics
 
 
 def parse_delay(text: str) -> tuple[float, float]:

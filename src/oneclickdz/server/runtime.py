@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import socket
@@ -108,14 +109,56 @@ def build(config: ServerConfig) -> tuple[ASGIApp, Backend]:
     return create_app(backend, faults, lifespan), backend
 
 
+class CannotListen(OSError):
+    """The service cannot listen on its address: in use, or not an address of this machine."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on HOST:PORT (port 0: any free port), or `CannotListen`."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = "the address is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise CannotListen(f"cannot listen on {host}:{port}: {reason or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def server_config(app: ASGIApp, config: ServerConfig, loop: str = "auto") -> Any:
+    """uvicorn's settings for the service: the limits on every connection live here."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        loop=loop,
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        proxy_headers=False,  # the client address is the peer's; no header may change it
+        timeout_keep_alive=int(max(1, round(config.keepalive_timeout))),
+    )
+
+
 class RunningService:
     """A service running in a background thread of this process (see `start_in_thread`)."""
 
-    def __init__(self, server: Any, thread: threading.Thread, port: int) -> None:
+    def __init__(self, server: Any, thread: threading.Thread, port: int, backend: Backend) -> None:
         self._server = server
         self._thread = thread
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}/v3"
+        self.backend = backend
 
     def stop(self) -> None:
         """Stop accepting requests, finish in-flight writes, and wait for the thread to end."""
@@ -134,21 +177,13 @@ def start_in_thread(config: ServerConfig, timeout: float = 20.0) -> RunningServi
     it accepts requests. Logging is left as the caller configured it."""
     import uvicorn
 
-    app, _ = build(config)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((config.host, config.port))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            lifespan="on",
-            access_log=False,
-            log_config=None,
-            http="httptools",
-            server_header=False,
-            proxy_headers=False,
-        )
-    )
+    sock = listen(config.host, config.port)
+    try:
+        app, backend = build(config)
+    except BaseException:
+        sock.close()
+        raise
+    server = uvicorn.Server(server_config(app, config, loop="asyncio"))
 
     def run() -> None:
         with sock:
@@ -162,28 +197,21 @@ def start_in_thread(config: ServerConfig, timeout: float = 20.0) -> RunningServi
             server.should_exit = True
             raise RuntimeError("the service did not start (see the logs)")
         time.sleep(0.01)
-    return RunningService(server, thread, sock.getsockname()[1])
+    return RunningService(server, thread, sock.getsockname()[1], backend)
 
 
 def serve(config: ServerConfig) -> None:
-    """Run the service in this process until interrupted (SIGINT/SIGTERM stop it cleanly)."""
+    """Run the service in this process until interrupted (SIGINT/SIGTERM stop it cleanly).
+
+    The address is taken before the database is opened, so a busy port fails at once with
+    `CannotListen` and changes nothing.
+    """
     import uvicorn
 
     from oneclickdz.server import logs
 
     logs.configure(config.log_level)
-    app, _ = build(config)
-    uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=config.host,
-            port=config.port,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            access_log=False,
-            log_config=None,
-            server_header=False,
-            proxy_headers=False,  # the client address is the peer's; no header may change it
-        )
-    ).run()
+    sock = listen(config.host, config.port)
+    with sock:
+        app, _ = build(config)
+        uvicorn.Server(server_config(app, config, loop="uvloop")).run(sockets=[sock])
