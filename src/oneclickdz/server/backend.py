@@ -166,7 +166,7 @@ class Backend:
         cmd = parse_place_order(body)
         now = time.time()
         low, high = self.fulfill_delay
-        due_at = now + self.chance.delays.uniform(low, high)
+        due_at = self.fulfilment.now() + self.chance.delays.uniform(low, high)
         order = await self.store.write(
             partial(orders.place, key=key, cmd=cmd, order_id=object_id(), now=iso(now),
                     due_at=due_at)

@@ -4,6 +4,9 @@ Due times live in the database, so the queue is rebuilt from it at start-up: ord
 HANDLING by a stopped service are finished after it restarts. Orders due together are finished
 together (the store commits them as one group); a failure puts the order back a second later,
 so no order is ever dropped.
+
+For tests, the fulfilment clock can be moved forward (`advance`) and orders finished at once
+(`finish_now`); both run on the service's loop and return once the orders are final.
 """
 
 from __future__ import annotations
@@ -34,7 +37,12 @@ class Fulfilment:
         self._rng = rng
         self._heap: list[tuple[float, str]] = []
         self._wake = asyncio.Event()
+        self._offset = 0.0  # seconds the fulfilment clock runs ahead of the wall clock
         self.finished = 0
+
+    def now(self) -> float:
+        """The fulfilment clock: wall-clock time, plus however far tests advanced it."""
+        return time.time() + self._offset
 
     def load(self) -> int:
         """Queue every order the database holds as HANDLING; returns how many."""
@@ -54,19 +62,40 @@ class Fulfilment:
     async def run(self) -> None:
         """Finish orders as they come due, until cancelled."""
         while True:
-            now = time.time()
+            now = self.now()
             due: list[str] = []
             while self._heap and self._heap[0][0] <= now and len(due) < MAX_BATCH:
                 due.append(heapq.heappop(self._heap)[1])
             if due:
-                # Seeds are drawn here, on the loop, in due order: a seeded run replays.
-                seeds = [self._rng.getrandbits(64) for _ in due]
-                await asyncio.gather(*(self._finish(o, s) for o, s in zip(due, seeds, strict=True)))
+                # Seeds are drawn on the loop, in due order: a seeded run replays.
+                await self._finish_all(due)
                 continue
             self._wake.clear()
             timeout = self._heap[0][0] - now if self._heap else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def advance(self, seconds: float) -> int:
+        """Move the fulfilment clock forward and finish every order now due; returns how many
+        orders were due. Time never goes back: a negative advance is refused."""
+        if seconds < 0:
+            raise ValueError("the fulfilment clock only moves forward")
+        self._offset += seconds
+        now = self.now()
+        due: list[str] = []
+        while self._heap and self._heap[0][0] <= now:
+            due.append(heapq.heappop(self._heap)[1])
+        await self._finish_all(due)
+        return len(due)
+
+    async def finish_now(self, order_ids: list[str]) -> None:
+        """Finish these orders now, whatever their due time (already final ones are skipped)."""
+        await self._finish_all(order_ids)
+
+    async def _finish_all(self, order_ids: list[str]) -> None:
+        seeds = [self._rng.getrandbits(64) for _ in order_ids]
+        await asyncio.gather(*(self._finish(o, s) for o, s in zip(order_ids, seeds, strict=True)))
+        self._wake.set()
 
     async def _finish(self, order_id: str, code_seed: int) -> None:
         try:
@@ -76,7 +105,7 @@ class Fulfilment:
             )  # fmt: skip
         except Exception:
             log.exception("fulfilment failed; retrying", extra={"orderId": order_id})
-            self.schedule(order_id, time.time() + RETRY_DELAY)
+            self.schedule(order_id, self.now() + RETRY_DELAY)
             return
         if order is not None:
             self.finished += 1

@@ -10,9 +10,9 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
@@ -29,6 +29,7 @@ from oneclickdz.server.store import Store, Tx, open_store
 from oneclickdz.server.vault import Vault, load_or_create_key
 
 log = logging.getLogger("oneclickdz.server")
+T = TypeVar("T")
 
 
 def vault_key_file(db_url: str) -> Path | None:
@@ -153,12 +154,32 @@ def server_config(app: ASGIApp, config: ServerConfig, loop: str = "auto") -> Any
 class RunningService:
     """A service running in a background thread of this process (see `start_in_thread`)."""
 
-    def __init__(self, server: Any, thread: threading.Thread, port: int, backend: Backend) -> None:
+    def __init__(
+        self,
+        server: Any,
+        thread: threading.Thread,
+        port: int,
+        backend: Backend,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self._server = server
         self._thread = thread
+        self._loop = loop
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}/v3"
         self.backend = backend
+
+    def call(self, work: Callable[[], Coroutine[Any, Any, T]], timeout: float = 30.0) -> T:
+        """Run a coroutine on the service's own loop (from any other thread); its result."""
+        return asyncio.run_coroutine_threadsafe(work(), self._loop).result(timeout)
+
+    def finish(self, *order_ids: str) -> None:
+        """Make these orders final now (their outcome as if their time had come)."""
+        self.call(lambda: self.backend.fulfilment.finish_now(list(order_ids)))
+
+    def advance(self, seconds: float) -> int:
+        """Move the fulfilment clock forward; orders due by then are final when this returns."""
+        return self.call(lambda: self.backend.fulfilment.advance(seconds))
 
     def stop(self) -> None:
         """Stop accepting requests, finish in-flight writes, and wait for the thread to end."""
@@ -185,9 +206,15 @@ def start_in_thread(config: ServerConfig, timeout: float = 20.0) -> RunningServi
         raise
     server = uvicorn.Server(server_config(app, config, loop="asyncio"))
 
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def main() -> None:
+        loops.append(asyncio.get_running_loop())
+        await server.serve(sockets=[sock])
+
     def run() -> None:
         with sock:
-            asyncio.run(server.serve(sockets=[sock]))
+            asyncio.run(main())
 
     thread = threading.Thread(target=run, name="oneclickdz-service", daemon=True)
     thread.start()
@@ -197,7 +224,7 @@ def start_in_thread(config: ServerConfig, timeout: float = 20.0) -> RunningServi
             server.should_exit = True
             raise RuntimeError("the service did not start (see the logs)")
         time.sleep(0.01)
-    return RunningService(server, thread, sock.getsockname()[1], backend)
+    return RunningService(server, thread, sock.getsockname()[1], backend, loops[0])
 
 
 def serve(config: ServerConfig) -> None:
