@@ -1,9 +1,17 @@
-"""Structured logs: one JSON object a line, carrying the request id; never a code or a key."""
+"""Structured logs: one JSON object a line, carrying the request id; never a code or a key.
+
+No terminal colours: uvicorn's `color_message` extra is dropped, and ANSI escape sequences are
+removed from every text logged, so a log line is plain JSON whatever a library passed.
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
+import re
+import secrets
 import sys
+import time
 from contextvars import ContextVar
 from typing import Any
 
@@ -13,8 +21,24 @@ from oneclickdz.server.formats import iso
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
+_REQUEST_PREFIX = secrets.token_hex(3)
+_request_numbers = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """`req_<unix seconds>_<process tag><sequence>`: unique, and cheap (no system call)."""
+    return f"req_{int(time.time())}_{_REQUEST_PREFIX}{next(_request_numbers):x}"
+
+
 # Attributes every LogRecord has; anything else was passed by `extra=` and is logged as a field.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_DROPPED = _STANDARD | {"color_message"}  # uvicorn's copy of the message, with ANSI colours
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
+
+
+def _plain(value: Any) -> Any:
+    """`value` without ANSI escape sequences, when it is text."""
+    return _ANSI.sub("", value) if isinstance(value, str) and "\x1b" in value else value
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,15 +47,15 @@ class JsonFormatter(logging.Formatter):
             "ts": iso(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": _plain(record.getMessage()),
         }
         if (rid := request_id.get()) is not None:
             event["requestId"] = rid
         for name, value in record.__dict__.items():
-            if name not in _STANDARD and not name.startswith("_"):
-                event[name] = value
+            if name not in _DROPPED and not name.startswith("_"):
+                event[name] = _plain(value)
         if record.exc_info:
-            event["exception"] = self.formatException(record.exc_info)
+            event["exception"] = _plain(self.formatException(record.exc_info))
         return orjson.dumps(event, default=str).decode()
 
 
