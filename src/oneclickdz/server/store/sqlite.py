@@ -159,6 +159,19 @@ class SqliteStore:
             conn.execute("COMMIT")
             return result
 
+    # -- read-only figures for the metrics -------------------------------------------------
+
+    def write_queue_depth(self) -> int:
+        """Writes submitted and not yet taken by the writer thread (approximate, lock-free)."""
+        return self._queue.qsize()
+
+    def order_counts(self) -> dict[tuple[str, str], int]:
+        """Orders by (env, status), counted now on the calling thread's connection."""
+        rows = self._connection().execute(
+            "SELECT env, status, COUNT(*) FROM orders GROUP BY env, status"
+        )
+        return {(str(env), str(status)): int(count) for env, status, count in rows}
+
     def _write_loop(self) -> None:
         conn = self._connection()
         tx = SqliteTx(conn)
