@@ -155,6 +155,7 @@ def test_exit_codes_are_the_documented_ones() -> None:
         "CONNECTION": 7,
         "PLACEMENT_UNKNOWN": 8,
         "INCONSISTENT": 9,
+        "CANNOT_LISTEN": 10,
     }
 
 

@@ -21,13 +21,13 @@ class Clock:
 
 
 @pytest.mark.parametrize(
-    ("amount", "cents"), [("490", 49000), ("1326.13", 132613), (Decimal("0.1"), 10), ("5e2", 50000)]
+    ("amount", "cents"), [("490", 49000), ("1326.13", 132613), (Decimal("0.1"), 10), (500, 50000)]
 )
 def test_amounts_are_exact_cents(amount: str, cents: int) -> None:
     assert to_cents(amount) == cents
 
 
-@pytest.mark.parametrize("amount", ["1.234", "abc", "NaN", "Infinity", ""])
+@pytest.mark.parametrize("amount", ["1.234", "abc", "NaN", "Infinity", "", "5e2", "-1"])
 def test_inexact_or_non_amounts_are_refused(amount: str) -> None:
     with pytest.raises(ValueError, match=r"amount|decimal places"):
         to_cents(amount)

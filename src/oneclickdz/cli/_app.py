@@ -1,14 +1,73 @@
-"""The root `oneclickdz` application and its global options."""
+"""The root `oneclickdz` application, its global options, and the extras its commands need."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import importlib
+from collections.abc import Sequence
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from oneclickdz._version import __version__
 
-from ._core import API_KEY_ENV, BASE_URL_ENV, EXIT_CODES_HELP, GLOBAL, RootGroup, Settings
+from ._core import API_KEY_ENV, BASE_URL_ENV, EXIT_CODES_HELP, GLOBAL, RootGroup, Settings, fail
+
+# The modules of each optional extra (see pyproject.toml), imported before a command that needs
+# them runs, so that a missing one is a hint rather than a traceback deep inside the command.
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "server": (
+        "starlette",
+        "uvicorn",
+        "httptools",
+        "orjson",
+        "cryptography",
+        "prometheus_client",
+        "swagger_ui",
+    ),
+    "tracker": ("aiohttp", "cryptography"),
+}
+NEEDS_EXTRA = {"serve": "server", "admin": "server", "demo": "server", "track": "tracker"}
+
+
+def missing_extra(extra: str) -> bool:
+    """Whether a module of `extra` cannot be imported (not installed, or broken)."""
+    for module in EXTRAS[extra]:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return True
+    return False
+
+
+def needs_extra(extra: str) -> NoReturn:
+    """Refuse the command: one `error:` line saying what to install, exit 2."""
+    fail(f'this command needs the {extra} extra: pip install "oneclickdz[{extra}]"')
+
+
+class CommandGroup(RootGroup):
+    """The root group, refusing a command whose extra is missing: one line and exit 2.
+
+    Asking for help (`oneclickdz serve --help`) and shell completion still work without it.
+    """
+
+    def resolve_command(  # ctx: click's Context (typer >= 0.20 carries its own copy)
+        self, ctx: Any, args: list[str]
+    ) -> tuple[str | None, Any, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        extra = NEEDS_EXTRA.get(name or "")
+        if extra and not ctx.resilient_parsing and not _asks_help(rest) and missing_extra(extra):
+            needs_extra(extra)
+        return name, command, rest
+
+
+def _asks_help(args: Sequence[str]) -> bool:
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg == "--help":
+            return True
+    return False
+
 
 SERVICE = "Service"
 ACCOUNT = "Account"
@@ -16,13 +75,13 @@ GIFT_CARDS = "Gift cards"
 
 app = typer.Typer(
     name="oneclickdz",
-    cls=RootGroup,
+    cls=CommandGroup,
     help="OneClickDZ v3 gift-card API from a terminal: account, catalog and orders through the "
     "SDK; the local API service and its admin commands; a demo of the whole system.\n\n"
     "Global options work before or after the command: `oneclickdz balance --json`.",
     epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )

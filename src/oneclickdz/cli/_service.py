@@ -28,7 +28,7 @@ from oneclickdz.server.config import (
     MAX_HEADERS,
 )
 
-from ._app import SERVICE, app
+from ._app import EXTRAS, SERVICE, app, needs_extra
 from ._core import ExitCode, JsonOption, Settings, fail, settings
 
 if TYPE_CHECKING:
@@ -57,6 +57,10 @@ def refusals() -> Iterator[None]:
         yield
     except (AdminError, CatalogError, VaultError, ValueError, OSError) as exc:
         fail(str(exc))
+    except ModuleNotFoundError as exc:  # one the extra check did not import up front
+        if (exc.name or "").partition(".")[0] not in EXTRAS["server"]:
+            raise
+        needs_extra("server")
 
 
 def _var(name: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import ipaddress
 import json
+import unicodedata
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +23,15 @@ from oneclickdz.server.store import Env, Scope, Store, Tx
 from oneclickdz.server.vault import Vault
 
 DEFAULT_ACCOUNT = "default"
+# A balance stays within 1,000,000,000,000 DZD: far inside SQLite's 64-bit INTEGER cents, and
+# small enough (15 digits) that the API's JSON numbers show every such amount exactly.
+MAX_BALANCE_CENTS = 100_000_000_000_000
+# Longest code and serial an import takes (the API documents none; real ones are far shorter).
+MAX_CODE_CHARS = 256
+MAX_SERIAL_CHARS = 128
+# Control, format (bidi overrides, zero-width), line/paragraph separators and lone surrogates:
+# never part of a code, and would corrupt whatever shows or prints one.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 class AdminError(ValueError):
@@ -41,6 +51,15 @@ def _positive_cents(amount: str | Decimal, allow_zero: bool = False) -> int:
     if cents < 0 or (cents == 0 and not allow_zero):
         raise AdminError(f"the amount must be positive: {amount}")
     return cents
+
+
+def _credit(tx: Tx, account_id: int, env: Env, cents: int, now: str) -> int:
+    """Deposit `cents` (within MAX_BALANCE_CENTS); returns the new balance in cents."""
+    if tx.balance(account_id, env) + cents > MAX_BALANCE_CENTS:
+        raise AdminError(
+            f"a balance is at most {MAX_BALANCE_CENTS // 100} DZD: this deposit would exceed it"
+        )
+    return ledger.move(tx, account_id, env, cents, "DEPOSIT", "deposit", now).new_balance_cents
 
 
 def create_key(
@@ -66,14 +85,17 @@ def create_key(
         account_id = _account(tx, account, now)
         tx.insert_key(hash_key(key), key_hint(key), account_id, env, scope, list(allow_ips), now)
         if cents:
-            ledger.move(tx, account_id, env, cents, "DEPOSIT", "deposit", now)
+            _credit(tx, account_id, env, cents, now)
 
     store.write_sync(run)
     return key
 
 
 def deposit(store: Store, account: str, env: Env, amount: str | Decimal) -> Decimal:
-    """Credit an account's balance in one environment; returns the new balance."""
+    """Credit an account's balance in one environment; returns the new balance.
+
+    One deposit is at most `formats.MAX_AMOUNT_CENTS`, and a balance at most MAX_BALANCE_CENTS.
+    """
     cents = _positive_cents(amount)
 
     def run(tx: Tx) -> int:
@@ -81,7 +103,7 @@ def deposit(store: Store, account: str, env: Env, amount: str | Decimal) -> Deci
         account_id = tx.account_id(account)
         if account_id is None:
             raise AdminError(f"no account named {account!r}")
-        return ledger.move(tx, account_id, env, cents, "DEPOSIT", "deposit", now).new_balance_cents
+        return _credit(tx, account_id, env, cents, now)
 
     return to_decimal(store.write_sync(run))
 
@@ -94,8 +116,9 @@ def set_key_enabled(store: Store, key: str, enabled: bool) -> None:
 def import_cards(store: Store, vault: Vault, path: Path) -> int:
     """Add the codes of a CSV file (productId,typeId,value,serial) to the inventory, sealed.
 
-    All or nothing: an unknown product or type, an empty code, or a code already in the file or
-    the inventory refuses the whole file, naming the line but never the code.
+    All or nothing: an unknown product or type, an empty, overlong or unprintable code or serial,
+    or a code already in the file or the inventory refuses the whole file, naming the line but
+    never the code. A byte-order mark (as spreadsheets write) is skipped.
     """
     rows = _read_card_rows(path)
 
@@ -106,7 +129,9 @@ def import_cards(store: Store, vault: Vault, path: Path) -> int:
         seen: set[bytes] = set()
         for (line, product_id, type_id, _, _), fp in zip(rows, prints, strict=True):
             if tx.product_type(product_id, type_id) is None:
-                raise AdminError(f"{path}:{line}: no type {type_id!r} in product {product_id!r}")
+                raise AdminError(
+                    f"{path}:{line}: no type {_quoted(type_id)} in product {_quoted(product_id)}"
+                )
             if fp in present or fp in seen:
                 raise AdminError(f"{path}:{line}: this code is already in the inventory")
             seen.add(fp)
@@ -120,35 +145,61 @@ def import_cards(store: Store, vault: Vault, path: Path) -> int:
 
 def _read_card_rows(path: Path) -> list[tuple[int, str, str, str, str]]:
     rows: list[tuple[int, str, str, str, str]] = []
-    with path.open(newline="", encoding="utf-8") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            cells = [cell.strip() for cell in row]
-            if line == 1 and [c.lower() for c in cells] == [
-                "productid",
-                "typeid",
-                "value",
-                "serial",
-            ]:
-                continue
-            if len(cells) != 4:
-                raise AdminError(
-                    f"{path}:{line}: expected 4 columns: productId,typeId,value,serial"
-                )
-            product_id, type_id, value, serial = cells
-            if not (product_id and type_id and value):
-                raise AdminError(f"{path}:{line}: productId, typeId and value are required")
-            rows.append((line, product_id, type_id, value, serial))
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        while True:
+            line = reader.line_num + 1  # where this record starts (a quoted cell may span lines)
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:  # e.g. a cell over the csv module's 128 KiB limit
+                raise AdminError(f"{path}:{line}: not a CSV record this can read ({exc})") from None
+            except UnicodeDecodeError:
+                raise AdminError(f"{path}: not UTF-8 text (save it as CSV UTF-8)") from None
+            if card := _card_row(path, line, row):
+                rows.append(card)
     if not rows:
         raise AdminError(f"{path}: no cards in the file")
     return rows
 
 
+def _card_row(path: Path, line: int, row: list[str]) -> tuple[int, str, str, str, str] | None:
+    """One CSV record as (line, productId, typeId, value, serial); None for blanks and header."""
+    if not row or all(not cell.strip() for cell in row):
+        return None
+    cells = [cell.strip() for cell in row]
+    if line == 1 and [c.lower() for c in cells] == ["productid", "typeid", "value", "serial"]:
+        return None
+    if len(cells) != 4:
+        raise AdminError(f"{path}:{line}: expected 4 columns: productId,typeId,value,serial")
+    product_id, type_id, value, serial = cells
+    if not (product_id and type_id and value):
+        raise AdminError(f"{path}:{line}: productId, typeId and value are required")
+    for what, text, limit in (
+        ("code", value, MAX_CODE_CHARS),
+        ("serial", serial, MAX_SERIAL_CHARS),
+    ):
+        if len(text) > limit:
+            raise AdminError(f"{path}:{line}: the {what} is longer than {limit} characters")
+        if any(unicodedata.category(ch) in _UNPRINTABLE for ch in text):
+            raise AdminError(f"{path}:{line}: the {what} holds a control character")
+    return line, product_id, type_id, value, serial
+
+
+def _quoted(text: str) -> str:
+    """An id as a message quotes it: repr, cut short."""
+    return repr(text) if len(text) <= 64 else repr(text[:64]) + "..."
+
+
 def load_catalog_file(store: Store, path: Path) -> int:
     """Insert or update the products and types of a catalog JSON file; returns the product count."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise AdminError(f"{path}: not UTF-8 text") from None
+    except ValueError as exc:  # malformed, or an integer of more than 4,300 digits
         raise AdminError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise AdminError(f"{path}: not valid JSON (nested too deeply)") from None
     return store.write_sync(lambda tx: load_catalog(tx, data))

@@ -3,11 +3,13 @@
 Catalog files have the shape of the API's own catalog, with each product's types inline:
 `{"categories": [{"name": …, "products": [{"id", "title", "enabled", "region"?,
 "types": [{"id", "name", "price", "quantity"}]}]}]}`. `quantity` is the sandbox stock;
-production stock is the number of unsold imported codes.
+production stock is the number of unsold imported codes. A price is a JSON number (or a plain
+decimal string) in DZD with at most 2 decimals, up to `formats.MAX_AMOUNT_CENTS`.
 """
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from typing import Any
 
@@ -90,6 +92,9 @@ DEFAULT_CATALOG: dict[str, Any] = {
 }
 
 
+MAX_STOCK = 1_000_000_000  # the most sandbox stock a type may have
+
+
 class CatalogError(ValueError):
     """A catalog file that does not have the documented shape."""
 
@@ -109,7 +114,7 @@ def parse_catalog(data: Any) -> list[tuple[ProductRecord, list[TypeRecord]]]:
                 title=_text(item, "title", where, alt="name"),
                 category=name,
                 enabled=bool(item.get("enabled", True)),
-                region=item.get("region"),
+                region=_region(item, where),
             )
             if product.id in seen:
                 raise CatalogError(f"{where}: product id {product.id!r} appears twice")
@@ -159,11 +164,23 @@ def _list(obj: Any, key: str, where: str) -> list[Any]:
     return value
 
 
+def _region(obj: dict[str, Any], where: str) -> str | None:
+    value = obj.get("region")
+    if value is not None and not isinstance(value, str):
+        raise CatalogError(f'{where}: "region" must be a string')
+    return value
+
+
 def _price(value: Any, where: str) -> int:
+    """Exact cents of a price: ints as they are, floats by their shortest text (12.3 is 1230)."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise CatalogError(f'{where}: "price" must be a number')
     try:
-        cents = to_cents(Decimal(str(value)))
+        if isinstance(value, float):
+            if not math.isfinite(value):  # JSON's NaN and Infinity, or 1e400
+                raise ValueError(f"not an amount: {value!r}")
+            value = Decimal(repr(value))
+        cents = to_cents(value)
     except (ValueError, ArithmeticError) as exc:
         raise CatalogError(f'{where}: "price": {exc}') from None
     if cents < 0:
@@ -172,6 +189,6 @@ def _price(value: Any, where: str) -> int:
 
 
 def _stock(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise CatalogError(f'{where}: "quantity" must be a whole number >= 0')
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_STOCK:
+        raise CatalogError(f'{where}: "quantity" must be a whole number from 0 to {MAX_STOCK}')
     return value
