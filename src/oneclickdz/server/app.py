@@ -1,37 +1,40 @@
 """The HTTP face of the service: Starlette routes under /v3, in the documented envelopes.
 
 Handlers are thin: authenticate, hand the request parts to the `Backend`, wrap the result.
-Every response — success, refusal, unknown path, wrong method, bad JSON, oversize body,
-internal error or injected fault — carries a `requestId` and an `X-Request-Id` header.
+Every response — success, refusal, unknown path, wrong method, bad JSON, oversize body, body
+too slow, internal error or injected fault — carries a `requestId` and an `X-Request-Id` header.
+There are no redirects (`/v3/ping/` is a 404). Bodies are read within `protocol.Limits`
+(`max_body_bytes`, `body_timeout`); the limits on request heads and idle connections are
+enforced below the app, in `protocol`.
 """
 
 from __future__ import annotations
 
-import itertools
+import asyncio
 import logging
-import secrets
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from oneclickdz.server.backend import Backend
 from oneclickdz.server.errors import ServiceError, validation
-from oneclickdz.server.faults import FaultInjector, FaultRule
+from oneclickdz.server.faults import FaultInjector, FaultRules
 from oneclickdz.server.formats import now_iso
-from oneclickdz.server.logs import request_id
+from oneclickdz.server.logs import new_request_id, request_id
+from oneclickdz.server.metrics import ServiceMetrics
+from oneclickdz.server.openapi import with_reference
+from oneclickdz.server.protocol import Limits, error_body
 from oneclickdz.server.store import KeyRecord, StoreBusy
 
 log = logging.getLogger("oneclickdz.server.app")
 
-MAX_BODY_BYTES = 64 * 1024
 _JSON = "application/json"
 
 
@@ -52,24 +55,11 @@ def success(data: Any, meta: dict[str, Any] | None = None, **top: Any) -> Respon
 
 
 def failure(error: ServiceError) -> Response:
-    payload: dict[str, Any] = {"code": error.code, "message": error.message}
-    if error.details is not None:
-        payload["details"] = error.details
     rid = request_id.get() or ""
-    body = {"success": False, "error": payload, "requestId": rid}
     return Response(
-        orjson.dumps(body), status_code=error.status, media_type=_JSON,
+        error_body(error, rid), status_code=error.status, media_type=_JSON,
         headers={**error.headers, "x-request-id": rid},
     )  # fmt: skip
-
-
-_REQUEST_PREFIX = secrets.token_hex(3)
-_request_numbers = itertools.count(1)
-
-
-def _new_request_id() -> str:
-    """`req_<unix seconds>_<process tag><sequence>`: unique, and cheap (no system call)."""
-    return f"req_{int(time.time())}_{_REQUEST_PREFIX}{next(_request_numbers):x}"
 
 
 class RequestIdMiddleware:
@@ -83,7 +73,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        token = request_id.set(_new_request_id())
+        token = request_id.set(new_request_id())
         scope["oneclickdz.raw_send"] = send
         try:
             await self.app(scope, receive, send)
@@ -103,10 +93,11 @@ def _internal() -> ServiceError:
 
 
 class Handlers:
-    """The route handlers, bound to one `Backend`."""
+    """The route handlers, bound to one `Backend`, reading bodies within `limits`."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, limits: Limits | None = None) -> None:
         self.backend = backend
+        self.limits = limits or Limits()
 
     def key(self, request: Request, write: bool = False) -> KeyRecord:
         client = request.client
@@ -138,7 +129,7 @@ class Handlers:
 
     async def place_order(self, request: Request) -> Response:
         key = self.key(request, write=True)
-        body = await read_json(request)
+        body = await read_json(request, self.limits)
         return success(await self.backend.place_order(key, body))
 
     async def check_order(self, request: Request) -> Response:
@@ -172,27 +163,36 @@ class Handlers:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-async def read_json(request: Request) -> Any:
-    """The request body as JSON, refusing oversize bodies before reading them whole."""
+async def read_json(request: Request, limits: Limits) -> Any:
+    """The request body as JSON: refused (413) when over `max_body_bytes`, before it is read
+    whole when its length is declared; 408 unless it arrives whole within `body_timeout`."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _too_large()
+    if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
+        raise _too_large(limits.max_body_bytes)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise _too_large()
+    try:
+        async with asyncio.timeout(limits.body_timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limits.max_body_bytes:
+                    raise _too_large(limits.max_body_bytes)
+    except TimeoutError:
+        raise ServiceError(
+            408, "REQUEST_TIMEOUT",
+            f"the request body did not arrive within {limits.body_timeout:g} s",
+            {"timeout": limits.body_timeout},
+            headers={"Connection": "close"},  # the rest of the body is not worth waiting for
+        ) from None  # fmt: skip
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise validation("body", None, "body must be valid JSON") from None
 
 
-def _too_large() -> ServiceError:
+def _too_large(limit: int) -> ServiceError:
     return ServiceError(
-        413, "PAYLOAD_TOO_LARGE", f"request body exceeds {MAX_BODY_BYTES} bytes",
-        {"limit": MAX_BODY_BYTES},
-    )  # fmt: skip
+        413, "PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes", {"limit": limit}
+    )
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -231,6 +231,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return failure(error)
 
 
+async def _client_disconnected(request: Request, exc: Exception) -> Response:
+    """The client left before sending its whole body: nothing was done, nobody to answer."""
+    log.info("client disconnected", extra={"path": request.url.path})
+    return Response(status_code=499)  # never sent: the server drops it
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
     return failure(_internal())
 
@@ -240,30 +246,40 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
 
 def create_app(
     backend: Backend,
-    faults: list[FaultRule] | None = None,
+    faults: FaultRules | None = None,
     lifespan: Callable[[Starlette], Any] | None = None,
+    metrics: ServiceMetrics | None = None,
+    limits: Limits | None = None,
 ) -> ASGIApp:
-    """The service as an ASGI app: routes, envelopes, request ids, and faults when asked."""
+    """The service as an ASGI app: routes, envelopes, request ids, faults when asked, and
+    `/metrics` with every request counted when `metrics` is given."""
+    body_limit = (limits or Limits()).max_body_bytes
     app = Starlette(
-        routes=Handlers(backend).routes(),
+        routes=with_reference(Handlers(backend, limits).routes(), max_body_bytes=body_limit),
         exception_handlers={
             ServiceError: _service_error,
             StoreBusy: _store_busy,
             HTTPException: _http_error,
+            ClientDisconnect: _client_disconnected,
             Exception: _unhandled,
         },
         lifespan=lifespan,
     )
-    inner: ASGIApp = app
-    if faults:
-        routes = app.router.routes
+    app.router.redirect_slashes = False  # `/v3/ping/` is unknown (404), not a bare 307
+    if metrics is not None:
+        app.router.routes.append(metrics.route())  # last: the API's routes are tried first
+    routes = app.router.routes
 
-        def route_name(scope: Scope) -> str | None:
-            for route in routes:
-                match, _ = route.matches(scope)
-                if match is Match.FULL and isinstance(route, Route):
-                    return route.name
-            return None
+    def route_name(scope: Scope) -> str | None:
+        for route in routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL and isinstance(route, Route):
+                return route.name
+        return None
 
-        inner = FaultInjector(app, faults, backend.chance.faults, route_name, failure)
+    # Always in place, so `faults.set()` works while the service runs; idle without rules.
+    rules = faults if faults is not None else FaultRules()
+    inner: ASGIApp = FaultInjector(app, rules, backend.chance.faults, route_name, failure)
+    if metrics is not None:  # inside the request id, which needs the server's own `send`
+        inner = metrics.middleware(inner, app.router.routes, unfaulted=app)
     return RequestIdMiddleware(inner)

@@ -25,6 +25,22 @@ Clock = Callable[[], float]
 log = logging.getLogger("oneclickdz.server.auth")
 
 
+class MovableClock:
+    """`time.monotonic()` plus an offset that only grows. Lockouts, rate limits and the key
+    cache share one, so a test moves the service's time forward instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        self.offset += seconds
+
+
 def new_key() -> str:
     """A fresh API key, in the UUID format of the documented examples."""
     return str(uuid.uuid4())
@@ -115,16 +131,19 @@ class Authenticator:
         lockout: Lockout,
         limiter: RateLimiter,
         cache_ttl: float = 1.0,
-        clock: Clock = time.monotonic,
+        clock: MovableClock | None = None,
     ) -> None:
+        # Shared with the lockout and the limiter (see `runtime.build`).
+        self.clock = clock if clock is not None else MovableClock()
         self._store = store
         self._lockout = lockout
         self._limiter = limiter
         self._cache_ttl = cache_ttl
-        self._clock = clock
         self._cache: dict[bytes, tuple[float, KeyRecord]] = {}
         self._networks: dict[tuple[str, ...], list[ipaddress.IPv4Network | ipaddress.IPv6Network]]
         self._networks = {}
+        # Refusals, for the metrics: "invalid_token", "ip_blocked" or "rate_limited".
+        self.observe: Callable[[str], None] = lambda event: None
 
     def authenticate(self, token: str | None, ip: str, write: bool) -> KeyRecord:
         if self._lockout.blocked(ip):
@@ -133,11 +152,15 @@ class Authenticator:
                 "IP_BLOCKED",
                 "Your IP has been temporarily blocked due to too many invalid attempts",
             )
+        # HTTP trims a field value's surrounding whitespace; a blank token is a missing one
+        # (refused, but not an attempt at guessing a key, so not counted toward the lockout).
+        token = token.strip(" \t") if token else None
         if not token:
             raise ServiceError(401, "MISSING_ACCESS_TOKEN", "Access token is required")
         key = self._lookup(hash_key(token))
         if key is None:
             left = self._lockout.fail(ip)
+            self.observe("invalid_token" if left else "ip_blocked")
             # The IP and the count only: nothing of the token itself is logged.
             if left:
                 log.info("invalid access token", extra={"ip": ip, "attemptsLeft": left})
@@ -158,11 +181,12 @@ class Authenticator:
                 403, "INSUFFICIENT_SCOPE", "This access token is read-only; writes need READ-WRITE"
             )
         if wait := self._limiter.take(key.id):
+            self.observe("rate_limited")
             raise rate_limited(wait)
         return key
 
     def _lookup(self, key_hash: bytes) -> KeyRecord | None:
-        now = self._clock()
+        now = self.clock()
         cached = self._cache.get(key_hash)
         if cached is not None and cached[0] > now:
             return cached[1]

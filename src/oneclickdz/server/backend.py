@@ -281,9 +281,7 @@ def parse_page(query: Mapping[str, str], *, both_ends: bool) -> Page:
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
-def _int_param(
-    query: Mapping[str, str], name: str, default: int, low: int, high: int
-) -> int:
+def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     raw = query.get(name)
     if raw is None:
         return default

@@ -1,11 +1,12 @@
-"""Fault injection for testing clients: off unless `--faults` names rules.
+"""Fault injection for testing clients: off unless `--faults` names rules (or a test sets them).
 
 A rule is `route:rate:fault[:xN]`: on requests to `route` (a route name such as `checkOrder`,
 or `*`), with probability `rate`, answer with `fault` instead — `429[=S]` (with `Retry-After: S`),
-`500`, `503`, `delay=S` (answer normally after S seconds), `reset` (drop the connection before
-handling), `reset-after` (handle — e.g. place the order — then drop the connection), `empty`
-(handle, then answer 200 with an empty body) or `malformed` (handle, then answer 200 with
-truncated JSON). `xN` stops the rule after N hits.
+`500`, `503` (with `Retry-After: 1`, like the service's own 503s), `delay=S` (answer normally
+after S seconds), `reset` (drop the connection before handling), `reset-after` (handle — e.g.
+place the order — then drop the connection), `empty` (handle, then answer 200 with an empty
+body) or `malformed` (handle, then answer 200 with truncated JSON).
+`xN` stops the rule after N hits.
 Every draw comes from the service's seeded generator, so a seed replays the same faults.
 """
 
@@ -97,13 +98,27 @@ def _parse_fault(raw: str, route: str, rate: float, fault: str) -> FaultRule:
     )
 
 
+class FaultRules:
+    """The fault rules in force; `set` replaces them while the service runs (tests do)."""
+
+    def __init__(self, text: str = "") -> None:
+        self.rules: list[FaultRule] = parse_faults(text)
+
+    def set(self, text: str) -> None:
+        """Parse `text` (`--faults` syntax; "" clears) and put it in force for the next request.
+
+        A rule that does not parse raises and leaves the rules in force as they were.
+        """
+        self.rules = parse_faults(text)  # one assignment: a request sees the old or new list
+
+
 class FaultInjector:
     """ASGI middleware applying the rules, outside the app so faults look like the network."""
 
     def __init__(
         self,
         app: ASGIApp,
-        rules: list[FaultRule],
+        rules: FaultRules,
         rng: random.Random,
         route_name: Callable[[Scope], str | None],
         error_response: Callable[[ServiceError], ASGIApp],
@@ -114,8 +129,8 @@ class FaultInjector:
         self.route_name = route_name
         self.error_response = error_response
 
-    def pick(self, route: str | None) -> FaultRule | None:
-        for rule in self.rules:
+    def pick(self, rules: list[FaultRule], route: str | None) -> FaultRule | None:
+        for rule in rules:
             if rule.route not in ("*", route):
                 continue
             if rule.limit is not None and rule.hits >= rule.limit:
@@ -126,10 +141,11 @@ class FaultInjector:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        rules = self.rules.rules
+        if not rules or scope["type"] != "http":  # no rules: one attribute read, nothing more
             await self.app(scope, receive, send)
             return
-        rule = self.pick(self.route_name(scope))
+        rule = self.pick(rules, self.route_name(scope))
         if rule is None:
             await self.app(scope, receive, send)
             return
@@ -138,10 +154,11 @@ class FaultInjector:
             await asyncio.sleep(rule.seconds)
             await self.app(scope, receive, send)
         elif rule.kind == "status":
+            retry = {"Retry-After": "1"} if rule.status == 503 else None
             error = (
                 rate_limited(max(1, round(rule.seconds)), "Too many requests (injected fault)")
                 if rule.status == 429
-                else ServiceError(rule.status, *_STATUS[rule.status], {"injected": True})
+                else ServiceError(rule.status, *_STATUS[rule.status], {"injected": True}, retry)
             )
             await self.error_response(error)(scope, receive, send)
         elif rule.kind == "reset":

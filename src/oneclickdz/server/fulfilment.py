@@ -17,6 +17,7 @@ import heapq
 import logging
 import random
 import time
+from collections.abc import Callable
 from functools import partial
 
 from oneclickdz.server import orders
@@ -39,6 +40,8 @@ class Fulfilment:
         self._wake = asyncio.Event()
         self._offset = 0.0  # seconds the fulfilment clock runs ahead of the wall clock
         self.finished = 0
+        # For the metrics: called with each final order's lag, in seconds after its due time.
+        self.on_final: Callable[[float], None] = lambda lag: None
 
     def now(self) -> float:
         """The fulfilment clock: wall-clock time, plus however far tests advanced it."""
@@ -109,6 +112,7 @@ class Fulfilment:
             return
         if order is not None:
             self.finished += 1
+            self.on_final(self.now() - order.due_at)
             log.info(
                 "order final",
                 extra={

@@ -18,13 +18,15 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from oneclickdz.server.app import create_app
-from oneclickdz.server.auth import Authenticator, Lockout, RateLimiter
+from oneclickdz.server.auth import Authenticator, Lockout, MovableClock, RateLimiter
 from oneclickdz.server.backend import Backend
 from oneclickdz.server.catalog import DEFAULT_CATALOG, load_catalog
 from oneclickdz.server.chance import Chance
 from oneclickdz.server.config import ServerConfig
-from oneclickdz.server.faults import parse_faults
+from oneclickdz.server.faults import FaultRules
 from oneclickdz.server.fulfilment import Fulfilment
+from oneclickdz.server.metrics import ServiceMetrics
+from oneclickdz.server.protocol import Limits, protocol_class
 from oneclickdz.server.store import Store, Tx, open_store
 from oneclickdz.server.vault import Vault, load_or_create_key
 
@@ -65,18 +67,31 @@ def open_database(db_url: str, busy_timeout: float = 5.0) -> tuple[Store, Vault]
     return store, vault
 
 
-def build(config: ServerConfig) -> tuple[ASGIApp, Backend]:
-    """The service's ASGI app, whose lifespan starts and stops the writer and fulfilment."""
-    faults = parse_faults(config.faults)
+def build(config: ServerConfig, faults: FaultRules | None = None) -> tuple[ASGIApp, Backend]:
+    """The service's ASGI app, whose lifespan starts and stops the writer and fulfilment.
+
+    `faults` receives the configured fault rules; a caller keeping it can change them later.
+    """
+    if faults is None:
+        faults = FaultRules()
+    faults.set(config.faults)
     chance = Chance(config.seed)
     store, vault = open_database(config.db_url, config.busy_timeout)
+    clock = MovableClock()  # one time for the lockout, the limiter and the key cache
     authenticator = Authenticator(
         store,
-        Lockout(config.lockout_attempts, config.lockout_window, config.lockout_duration),
-        RateLimiter(config.rate_limit),
+        Lockout(
+            config.lockout_attempts, config.lockout_window, config.lockout_duration, clock=clock
+        ),
+        RateLimiter(config.rate_limit, clock=clock),
+        clock=clock,
     )
     fulfilment = Fulfilment(store, vault, chance.codes)
     backend = Backend(store, vault, authenticator, fulfilment, chance, config.fulfill_delay)
+    metrics = ServiceMetrics(store, lambda: fulfilment.pending) if config.metrics else None
+    if metrics is not None:
+        authenticator.observe = metrics.auth_event
+        fulfilment.on_final = metrics.order_final
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -94,7 +109,7 @@ def build(config: ServerConfig) -> tuple[ASGIApp, Backend]:
                 "db": config.db_url,
                 "resumedOrders": resumed,
                 "fulfillDelay": list(config.fulfill_delay),
-                "faults": [str(rule) for rule in faults],
+                "faults": [str(rule) for rule in faults.rules],
                 "rateLimit": config.rate_limit,
             },
         )
@@ -107,7 +122,7 @@ def build(config: ServerConfig) -> tuple[ASGIApp, Backend]:
             store.close()
             log.info("service stopped", extra={"pendingOrders": fulfilment.pending})
 
-    return create_app(backend, faults, lifespan), backend
+    return create_app(backend, faults, lifespan, metrics, Limits.of(config)), backend
 
 
 class CannotListen(OSError):
@@ -135,13 +150,15 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def server_config(app: ASGIApp, config: ServerConfig, loop: str = "auto") -> Any:
-    """uvicorn's settings for the service: the limits on every connection live here."""
+    """uvicorn's settings for the service: the limits on every connection live here, in
+    httptools' protocol bound to them (see `protocol`)."""
     import uvicorn
 
     return uvicorn.Config(
         app,
         loop=loop,
-        http="httptools",
+        http=protocol_class(Limits.of(config)),
+        ws="none",  # the API has no WebSocket: an upgrade request is plain HTTP
         lifespan="on",
         access_log=False,
         log_config=None,
@@ -161,8 +178,10 @@ class RunningService:
         port: int,
         backend: Backend,
         loop: asyncio.AbstractEventLoop,
+        faults: FaultRules,
     ) -> None:
         self._server = server
+        self._faults = faults
         self._thread = thread
         self._loop = loop
         self.port = port
@@ -178,8 +197,18 @@ class RunningService:
         self.call(lambda: self.backend.fulfilment.finish_now(list(order_ids)))
 
     def advance(self, seconds: float) -> int:
-        """Move the fulfilment clock forward; orders due by then are final when this returns."""
-        return self.call(lambda: self.backend.fulfilment.advance(seconds))
+        """Move the service's time forward: orders due by then are final when this returns, and
+        lockouts, rate-limit waits and cached keys age as much. Returns how many orders were due."""
+
+        async def both() -> int:
+            self.backend.auth.clock.advance(seconds)  # refuses a negative advance: nothing moved
+            return await self.backend.fulfilment.advance(seconds)
+
+        return self.call(both)
+
+    def set_faults(self, rules: str) -> None:
+        """Put these fault rules (`--faults` syntax) in force from the next request; "" clears."""
+        self._faults.set(rules)
 
     def stop(self) -> None:
         """Stop accepting requests, finish in-flight writes, and wait for the thread to end."""
@@ -199,8 +228,9 @@ def start_in_thread(config: ServerConfig, timeout: float = 20.0) -> RunningServi
     import uvicorn
 
     sock = listen(config.host, config.port)
+    faults = FaultRules()
     try:
-        app, backend = build(config)
+        app, backend = build(config, faults)
     except BaseException:
         sock.close()
         raise
@@ -224,7 +254,7 @@ def start_in_thread(config: ServerConfig, timeout: float = 20.0) -> RunningServi
             server.should_exit = True
             raise RuntimeError("the service did not start (see the logs)")
         time.sleep(0.01)
-    return RunningService(server, thread, sock.getsockname()[1], backend, loops[0])
+    return RunningService(server, thread, sock.getsockname()[1], backend, loops[0], faults)
 
 
 def serve(config: ServerConfig) -> None:
