@@ -19,6 +19,8 @@ from oneclickdz import (
     OneClickDZError,
     OrderStatus,
     PermissionDeniedError,
+    PollPolicy,
+    PollTimeoutError,
 )
 from oneclickdz.server.testing import Service, free_port
 from tests.conftest import fresh_account
@@ -187,6 +189,28 @@ def test_per_call_timeout_overrides_the_clients(service_factory: Callable[..., S
         assert relaxed.account.balance().balance == Decimal(10)
         relaxed.close()  # shares hasty's connections and leaves them open
         assert hasty.ping().ok
+
+
+def test_a_client_wide_poll_policy_paces_every_wait_unless_a_call_says_otherwise(
+    service_factory: Callable[..., Service],
+) -> None:
+    svc = service_factory(fulfill_delay="30-40")  # the order stays HANDLING throughout
+    key = svc.create_key(balance=10_000)
+    brisk = PollPolicy(interval=0.01, max_attempts=3)
+    with Client(key, base_url=svc.base_url, poll_policy=brisk) as client:
+        order_id = client.gift_cards.place_order(PSN, "type_001", 1).order_id
+        with pytest.raises(PollTimeoutError) as waited:
+            client.gift_cards.wait(order_id)
+        assert waited.value.attempts == 3
+        with pytest.raises(PollTimeoutError) as once:
+            client.gift_cards.wait(order_id, policy=PollPolicy(interval=0.01, max_attempts=1))
+        assert once.value.attempts == 1
+        twin = client.with_options(timeout=5)
+        assert twin.poll_policy is brisk
+        with pytest.raises(PollTimeoutError) as again:
+            twin.gift_cards.process_order(PSN, "type_001", 1)
+        assert again.value.attempts == 3
+        twin.close()
 
 
 def test_the_key_never_shows_in_reprs_logs_or_errors(

@@ -88,8 +88,9 @@ class Client(BaseClient):
 
     `api_key` and `base_url` default to $ONECLICKDZ_API_KEY and $ONECLICKDZ_BASE_URL (then
     https://api.oneclickdz.com/v3). `timeout` is per request, in seconds (None: none);
-    `max_retries` bounds the automatic retries of transient failures. Use it as a context manager
-    or call `close()`.
+    `max_retries` bounds the automatic retries of transient failures. `poll_policy` is how
+    `wait` and `process_order` poll when not told otherwise (default: the guide's 5 s loop). Use
+    it as a context manager or call `close()`.
     """
 
     def __init__(
@@ -100,8 +101,10 @@ class Client(BaseClient):
         timeout: float | None = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         transport: Transport | None = None,
+        poll_policy: PollPolicy | None = None,
     ) -> None:
         super().__init__(api_key, base_url, timeout, max_retries)
+        self.poll_policy = poll_policy if poll_policy is not None else PollPolicy()
         self._transport: Transport = transport if transport is not None else HTTPXTransport()
         self._owns_transport = True
         self.gift_cards = GiftCards(self)
@@ -116,7 +119,7 @@ class Client(BaseClient):
             options["timeout"] = timeout
         if max_retries is not None:
             options["max_retries"] = max_retries
-        twin = Client(**options, transport=self._transport)
+        twin = Client(**options, transport=self._transport, poll_policy=self.poll_policy)
         twin._owns_transport = False
         return twin
 
@@ -241,7 +244,7 @@ class GiftCards:
         Transient failures use up a check and the wait goes on; any other error ends it at once.
         Raises PollTimeoutError (holding the last order seen) when the policy is used up.
         """
-        run = PollRun(order_id, policy or PollPolicy())
+        run = PollRun(order_id, policy or self._client.poll_policy)
         call = replace(api.check_order(order_id), max_retries=0)  # the policy does the retrying
         while True:
             try:
@@ -342,8 +345,10 @@ class AsyncClient(BaseClient):
         timeout: float | None = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         transport: AsyncTransport | None = None,
+        poll_policy: PollPolicy | None = None,
     ) -> None:
         super().__init__(api_key, base_url, timeout, max_retries)
+        self.poll_policy = poll_policy if poll_policy is not None else PollPolicy()
         self._transport: AsyncTransport = (
             transport if transport is not None else AsyncHTTPXTransport()
         )
@@ -360,7 +365,7 @@ class AsyncClient(BaseClient):
             options["timeout"] = timeout
         if max_retries is not None:
             options["max_retries"] = max_retries
-        twin = AsyncClient(**options, transport=self._transport)
+        twin = AsyncClient(**options, transport=self._transport, poll_policy=self.poll_policy)
         twin._owns_transport = False
         return twin
 
@@ -470,7 +475,7 @@ class AsyncGiftCards:
         on_check: OnCheck | None = None,
     ) -> Order:
         """See `GiftCards.wait`; `on_update` may be a plain function or a coroutine function."""
-        run = PollRun(order_id, policy or PollPolicy())
+        run = PollRun(order_id, policy or self._client.poll_policy)
         call = replace(api.check_order(order_id), max_retries=0)
         while True:
             try:

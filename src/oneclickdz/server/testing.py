@@ -28,14 +28,8 @@ import httpx
 from oneclickdz._transport import AsyncHTTPXTransport, HTTPXTransport
 from oneclickdz.client import (
     AsyncClient,
-    AsyncGiftCards,
-    AsyncOnUpdate,
     Client,
-    GiftCards,
-    OnCheck,
-    OnUpdate,
 )
-from oneclickdz.models import Order
 from oneclickdz.polling import PollPolicy
 
 if TYPE_CHECKING:
@@ -204,46 +198,6 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-class _PacedGiftCards(GiftCards):
-    """`client.gift_cards` whose waits default to the kit's pace instead of every 5 s."""
-
-    def __init__(self, client: Client, policy: PollPolicy) -> None:
-        super().__init__(client)
-        self._policy = policy
-
-    def wait(
-        self,
-        order_id: str,
-        *,
-        policy: PollPolicy | None = None,
-        on_update: OnUpdate | None = None,
-        on_check: OnCheck | None = None,
-    ) -> Order:
-        return super().wait(
-            order_id, policy=policy or self._policy, on_update=on_update, on_check=on_check
-        )
-
-
-class _AsyncPacedGiftCards(AsyncGiftCards):
-    """The async twin of `_PacedGiftCards`."""
-
-    def __init__(self, client: AsyncClient, policy: PollPolicy) -> None:
-        super().__init__(client)
-        self._policy = policy
-
-    async def wait(
-        self,
-        order_id: str,
-        *,
-        policy: PollPolicy | None = None,
-        on_update: AsyncOnUpdate | None = None,
-        on_check: OnCheck | None = None,
-    ) -> Order:
-        return await super().wait(
-            order_id, policy=policy or self._policy, on_update=on_update, on_check=on_check
-        )
-
-
 class MerchantService:
     """The real service running in this process with a fresh database, for one test.
 
@@ -309,9 +263,11 @@ class MerchantService:
     def client_for(self, api_key: str) -> Client:
         """A `Client` of this service for another key (closed with the service)."""
         client = Client(
-            api_key, base_url=self.base_url, transport=HTTPXTransport(verify=_tls_context())
+            api_key,
+            base_url=self.base_url,
+            transport=HTTPXTransport(verify=_tls_context()),
+            poll_policy=self.poll_policy,
         )
-        client.gift_cards = _PacedGiftCards(client, self.poll_policy)
         self._clients.append(client)
         return client
 
@@ -323,8 +279,9 @@ class MerchantService:
         transport = AsyncHTTPXTransport(
             verify=_tls_context(), limits=httpx.Limits(max_keepalive_connections=0)
         )
-        client = AsyncClient(api_key, base_url=self.base_url, transport=transport)
-        client.gift_cards = _AsyncPacedGiftCards(client, self.poll_policy)
+        client = AsyncClient(
+            api_key, base_url=self.base_url, transport=transport, poll_policy=self.poll_policy
+        )
         self._async_clients.append(client)
         return client
 
