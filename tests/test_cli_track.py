@@ -38,6 +38,7 @@ from oneclickdz.cli._track import (
 )
 from oneclickdz.server.testing import Service
 from oneclickdz.tracker import DEFAULT_STORE_URL, Delivery
+from tests import pg
 from tests.test_cli import Ran, oneclickdz
 
 PSN = "507f1f77bcf86cd799439011"
@@ -45,21 +46,31 @@ FAST = ("--interval", "0.5")  # the test service fulfils within 0.2-0.5 s
 INTENT_ID = re.compile(r"^trk_[0-9a-f]{24}$")
 
 
+PG_KEY = "a7" * 32  # the card key of the PostgreSQL stores (no key file beside a database)
+
+
 @dataclass
 class Store:
-    """A tracker store in the test's directory, and the commands that work on it."""
+    """A tracker store (a SQLite file in the test's directory, or a fresh PostgreSQL schema),
+    and the commands that work on it."""
 
     path: Path
     secrets: list[str]
+    pg_url: str | None = None
 
     @property
     def url(self) -> str:
-        return f"sqlite:///{self.path}"
+        return self.pg_url or f"sqlite:///{self.path}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What every command on this store needs in its environment: a PostgreSQL store's key."""
+        return {"ONECLICKDZ_TRACKER_KEY": PG_KEY} if self.pg_url else {}
 
     def track(self, *args: str, env: dict[str, str] | None = None) -> Ran:
         """`oneclickdz track ARGS` on this store (through $ONECLICKDZ_TRACKER_STORE)."""
         return oneclickdz(
-            "track", *args, env={"ONECLICKDZ_TRACKER_STORE": self.url, **(env or {})},
+            "track", *args, env={"ONECLICKDZ_TRACKER_STORE": self.url, **self.env, **(env or {})},
             secrets=self.secrets,
         )  # fmt: skip
 
@@ -76,9 +87,18 @@ class Store:
         return summary
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """The store's engine; a test about one engine only parametrises `engine` itself."""
+    engine: str = request.param
+    return engine
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "tracker.db", secrets=[])
+def store(tmp_path: Path, engine: str) -> Store:
+    return Store(
+        tmp_path / "tracker.db", secrets=[], pg_url=pg.fresh_url() if engine != "sqlite" else None
+    )
 
 
 Runner = Callable[..., Ran]
@@ -209,6 +229,7 @@ def test_a_bad_csv_row_refuses_the_whole_file(
     assert len(store.items()) == 1  # nothing written
 
 
+@pytest.mark.parametrize("engine", ["sqlite"])  # a store file that is not there: SQLite's
 def test_bad_usage_exits_2_with_one_line(store: Store, tmp_path: Path) -> None:
     assert store.track("list").err.startswith(f"error: no tracker store at {store.path}")
     assert not store.path.exists()  # reading does not create a store
@@ -234,8 +255,15 @@ def test_bad_usage_exits_2_with_one_line(store: Store, tmp_path: Path) -> None:
             unknown.err.strip()
             == "error: no tracked order 'trk_nope' (an intent id, order id or ref)"
         )
-    bad_url = oneclickdz("track", "--store", "postgres://x/y", "place", PSN, "type_001", "1")
+    bad_url = oneclickdz("track", "--store", "mysql://x/y", "place", PSN, "type_001", "1")
     assert bad_url.code == ExitCode.USAGE and "unsupported tracker store URL" in bad_url.err
+    # No PostgreSQL there: one line, exit 2, the password not shown.
+    refused = "postgresql://shop:hunter2@127.0.0.1:1/tracker"
+    no_server = oneclickdz("track", "--store", refused, "list", secrets=["hunter2"])
+    assert no_server.code == ExitCode.USAGE
+    assert one_line(no_server.err).startswith(
+        "error: tracker store postgresql://shop:***@127.0.0.1:1/tracker: connection failed"
+    )
     wrong_key = store.track("list", env={"ONECLICKDZ_TRACKER_KEY": "ab" * 32})
     assert wrong_key.code == ExitCode.USAGE
     assert one_line(wrong_key.err).startswith("error: the tracker key does not open")
@@ -332,7 +360,7 @@ def test_run_delivers_the_three_sandbox_outcomes(
 
     # The one command that prints codes: reveal.
     partial = docs[ids["TEST_PARTIAL"]]
-    shown = oneclickdz("track", "reveal", ids["TEST_PARTIAL"], "--store", store.url)
+    shown = oneclickdz("track", "reveal", ids["TEST_PARTIAL"], "--store", store.url, env=store.env)
     assert shown.code == 0
     assert shown.out.splitlines() == [
         f"{ids['TEST_PARTIAL']} order {partial['order_id']}: PARTIALLY_FILLED, 2 card(s)",
@@ -340,9 +368,13 @@ def test_run_delivers_the_three_sandbox_outcomes(
           enumerate(partial["cards"], 1)),
     ]  # fmt: skip
     assert "cards revealed" in shown.err and partial["cards"][0]["value"] not in shown.err
-    as_json = oneclickdz("track", "reveal", ids["TEST_PARTIAL"], "--json", "--store", store.url)
+    as_json = oneclickdz(
+        "track", "reveal", ids["TEST_PARTIAL"], "--json", "--store", store.url, env=store.env
+    )
     assert as_json.json()["cards"] == partial["cards"]
-    none = oneclickdz("track", "reveal", ids["TEST_REFUND"], "--json", "--store", store.url)
+    none = oneclickdz(
+        "track", "reveal", ids["TEST_REFUND"], "--json", "--store", store.url, env=store.env
+    )
     assert (none.code, none.json()["cards"]) == (0, [])
 
 
@@ -362,8 +394,8 @@ def test_without_a_handler_final_orders_keep_their_cards_sealed(
     order = sdk.gift_cards.check_order(summary["order_id"])
     revealed = store.track("reveal", intent, "--json").json()
     assert revealed["cards"] == [{"value": c.value, "serial": c.serial} for c in order.cards]
-    raw = store.path.read_bytes()
-    assert order.cards[0].value.encode() not in raw  # sealed at rest
+    if store.pg_url is None:
+        assert order.cards[0].value.encode() not in store.path.read_bytes()  # sealed at rest
 
 
 @pytest.mark.timeout(30)  # a run that never ends idle must not hold the suite
@@ -400,6 +432,7 @@ def test_a_failing_handler_ends_delivery_failed_and_retry_delivers_it(
     assert store.one(intent)["state"] == "delivered"
 
 
+@pytest.mark.parametrize("engine", ["sqlite"])  # no store semantics: one engine is enough
 def test_run_refuses_a_bad_key_at_once_and_places_nothing(
     service_factory: Callable[..., Service], store: Store
 ) -> None:
@@ -437,6 +470,7 @@ def _wait_for_runner(store: Store, proc: subprocess.Popen[str]) -> None:
     raise AssertionError("the runner never took the store's lock")
 
 
+@pytest.mark.parametrize("engine", ["sqlite"])  # a PostgreSQL store takes several runners
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_one_runner_a_store_and_a_signal_stops_it_cleanly(
     service: Service, sandbox_key: str, store: Store, signum: int, code: int

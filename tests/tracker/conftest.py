@@ -1,15 +1,22 @@
-"""Fixtures of the tracker's tests: a client of the real service and a tracker on a temp store."""
+"""Fixtures of the tracker's tests: a client of the real service and a tracker on a temp store.
+
+`store_url` is parametrised over both engines: a SQLite file in the test's directory, and a
+fresh schema in the run's PostgreSQL database (tests/pg.py; skipped where none answers).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from oneclickdz import AiohttpTransport, AsyncClient
 from oneclickdz.server.testing import Service
 from oneclickdz.tracker import Delivery, Tracker, TrackerConfig
+from tests import pg
 from tests.conftest import fresh_account
 
 # Checks twice a second: the test service fulfils within 0.2-0.5 s.
@@ -42,9 +49,42 @@ def deliveries() -> Deliveries:
     return Deliveries()
 
 
+# The card key of the PostgreSQL stores (no key file beside a database).
+PG_KEY = "5f" * 32
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """The store's engine; a test about one engine only parametrises `engine` itself."""
+    engine: str = request.param
+    return engine
+
+
 @pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'tracker.db'}"
+def store_url(engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    if engine == "sqlite":
+        return f"sqlite:///{tmp_path / 'tracker.db'}"
+    monkeypatch.setenv("ONECLICKDZ_TRACKER_KEY", PG_KEY)
+    return pg.fresh_url()
+
+
+def raw(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """One statement on the store's database from another connection, committed at once.
+
+    `{t}` in `sql` is the tables' prefix (SQLite: none; PostgreSQL: `tracker_`), `?` a parameter.
+    """
+    if url.startswith("sqlite:///"):
+        db = sqlite3.connect(url.removeprefix("sqlite:///"))
+        try:
+            with db:
+                return db.execute(sql.format(t=""), params).fetchall()
+        finally:
+            db.close()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(sql.format(t="tracker_").replace("?", "%s"), params)
+        return cur.fetchall() if cur.description else []
 
 
 def client_for(service: Service, key: str) -> AsyncClient:

@@ -17,9 +17,12 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from oneclickdz import Client
 from oneclickdz.server.testing import Service
 from tests.conftest import fresh_account
+from tests.tracker.conftest import raw
 
 PSN = "507f1f77bcf86cd799439011"
 FAULTS = "checkOrder:0.1:503,placeOrder:0.1:reset-after,*:0.05:reset"
@@ -61,6 +64,7 @@ def intents_csv(path: Path, n: int, rng: random.Random) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+# SQLite only (25 s): on PostgreSQL, the two-runner test below kills a runner mid-run.
 def test_sigkill_at_random_moments_loses_nothing_and_buys_nothing_twice(
     service_factory: Callable[..., Service], tmp_path: Path
 ) -> None:
@@ -157,3 +161,99 @@ def test_sigkill_at_random_moments_loses_nothing_and_buys_nothing_twice(
     for code in codes:
         assert code not in runs_log
         assert code.encode() not in store_files
+
+
+# A --deliver-exec command that notes each call (one line per delivery key, appended).
+NOTE = "import json, os, sys\nkey = json.load(sys.stdin)['delivery_key']\n" + (
+    "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT)\n"
+    "os.write(fd, (key + '\\n').encode())\nos.close(fd)\n"
+)
+
+
+@pytest.mark.parametrize("engine", ["postgresql"])
+def test_two_runners_share_a_postgresql_store_and_one_killed_loses_nothing(
+    service_factory: Callable[..., Service], tmp_path: Path, store_url: str
+) -> None:
+    """Two `track run` processes on one store, one killed with SIGKILL while it holds leases:
+    the other takes its orders over once their lease expires. Each intent is placed once and
+    its delivery command runs once (a repeat only for a delivery the kill interrupted)."""
+    svc = service_factory(fulfill_delay="0.5-1.5")
+    key = svc.create_key(sandbox=True, account=fresh_account(), balance=1_000_000)
+    (tmp_path / "note.py").write_text(NOTE)
+    calls = tmp_path / "calls.log"
+    env = {
+        **os.environ,
+        "ONECLICKDZ_API_KEY": key,
+        "ONECLICKDZ_BASE_URL": svc.base_url,
+        "ONECLICKDZ_TRACKER_STORE": store_url,
+        "ONECLICKDZ_TRACKER_LEASE": "2",
+    }
+    oneclickdz = [sys.executable, "-m", "oneclickdz"]
+
+    def place(n: int, name: str) -> list[str]:
+        intents_csv(tmp_path / name, n, random.Random(n))
+        placed = subprocess.run(
+            [*oneclickdz, "track", "place", "--from-csv", str(tmp_path / name)],
+            env=env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return placed.stdout.split()
+
+    def leased_by(pid: int) -> set[str]:
+        rows = raw(store_url, "SELECT id FROM {t}orders WHERE lease_owner LIKE ?", (f"%:{pid}:%",))
+        return {row[0] for row in rows}
+
+    run = [
+        *oneclickdz, "track", "run", "--until-idle", "--interval", "0.5",
+        "--delivery-backoff", "0.1", "--deliver-exec", f"{sys.executable} note.py {calls}",
+    ]  # fmt: skip
+    intent_ids = place(20, "first.csv")
+    logs = [(tmp_path / f"run{n}.log").open("wb") for n in range(2)]
+    first = subprocess.Popen(run, cwd=tmp_path, env=env, stdout=logs[0], stderr=logs[0])
+    second = None
+    try:
+        deadline = time.monotonic() + 30
+        while not leased_by(first.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = subprocess.Popen(run, cwd=tmp_path, env=env, stdout=logs[1], stderr=logs[1])
+        intent_ids += place(20, "second.csv")  # claimed by whichever runner looks first
+        # Kill the first runner mid-run: once it has delivered something, while it holds leases.
+        while not (calls.exists() and calls.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, "the first runner ended before the kill"
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        orphans = leased_by(first.pid)  # its leases outlive it, until they expire
+        assert second.wait(timeout=90) == 0, (tmp_path / "run1.log").read_text()[-3000:]
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for log in logs:
+            log.close()
+    assert orphans, "the kill landed when the first runner held no order"
+
+    # Every intent delivered; the killed runner's orders were finished by the other.
+    listed = subprocess.run(
+        [*oneclickdz, "track", "list", "--json"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    rows = {row["id"]: row for row in json.loads(listed.stdout)["items"]}
+    assert set(rows) == set(intent_ids) and len(intent_ids) == 40
+    assert Counter(row["state"] for row in rows.values()) == {"delivered": 40}
+    assert raw(store_url, "SELECT COUNT(*) FROM {t}orders WHERE lease_owner IS NOT NULL") == [(0,)]
+
+    # Placed once: one order per intent on the service, each with its intent's ref.
+    with Client(key, base_url=svc.base_url, max_retries=5) as client:
+        orders = list(client.gift_cards.list_orders())
+    assert sorted(str(o.ref) for o in orders) == sorted(row["ref"] for row in rows.values())
+    assert {row["order_id"] for row in rows.values()} == {o.id for o in orders}
+
+    # Delivered once: every delivery key called, a repeat only where the kill cut a delivery
+    # short (one at a time per runner).
+    noted = Counter(calls.read_text().split())
+    assert set(noted) == {row["delivery_key"] for row in rows.values()}
+    repeats = {k: n - 1 for k, n in noted.items() if n > 1}
+    print(f"taken over={len(orphans)} handler calls={noted.total()} repeats={len(repeats)}")
+    assert sum(repeats.values()) <= 1, repeats
+    assert {k.removeprefix("dlv_") for k in repeats} <= orphans

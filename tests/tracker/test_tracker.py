@@ -17,14 +17,16 @@ from oneclickdz import Client
 from oneclickdz.server.testing import Service
 from oneclickdz.tracker import (
     IntentSpec,
+    LeaseLostError,
     RunnerActiveError,
     State,
     Tracker,
     TrackerConfig,
     TrackerKeyError,
+    open_store,
 )
 from tests.conftest import fresh_account
-from tests.tracker.conftest import Deliveries
+from tests.tracker.conftest import Deliveries, raw
 from tests.tracker.proxy import RewritingProxy
 
 pytestmark = pytest.mark.anyio
@@ -106,12 +108,18 @@ async def test_the_intent_is_on_disk_before_any_request(
     key = new_key(service)
     async with tracker_factory(service, key) as tracker:
         intent = await tracker.place(PSN, "type_001", 1)
-    # Written and committed, nothing sent: another connection sees it, the service has nothing.
-    db = sqlite3.connect(store_url.removeprefix("sqlite:///"))
-    assert db.execute("SELECT state, ref FROM orders WHERE id = ?", (intent.id,)).fetchone() == (
-        "intent",
-        intent.ref,
-    )
+        # Written and committed, nothing sent: another connection sees it, the service has none.
+        other = open_store(store_url)
+        await other.open()
+        try:
+            row = await other.get(intent.id)
+        finally:
+            await other.close()
+    assert row is not None
+    assert (row.state, row.ref) == (State.INTENT, intent.ref)
+    assert raw(store_url, "SELECT state, ref FROM {t}orders WHERE id = ?", (intent.id,)) == [
+        ("intent", intent.ref)
+    ]
     assert service_orders(service, key) == []
 
 
@@ -160,11 +168,8 @@ async def test_a_crash_after_sending_is_resolved_by_sending_the_same_ref_again(
     # the store says `sent`.
     with Client(key, base_url=service.base_url) as client:
         placed = client.gift_cards.place_order(PSN, "type_001", 1, ref=intent.ref)
-    db = sqlite3.connect(store_url.removeprefix("sqlite:///"))
-    with db:
-        db.execute(
-            "UPDATE orders SET state = 'sent', sent_at = created_at WHERE id = ?", (intent.id,)
-        )
+    raw(store_url, "UPDATE {t}orders SET state = 'sent', sent_at = created_at WHERE id = ?",
+        (intent.id,))  # fmt: skip
     async with tracker_factory(service, key) as tracker:
         summary = await tracker.run(until_idle=True)
         row = await tracker.get(intent.id)
@@ -276,17 +281,27 @@ async def test_a_failing_handler_ends_delivery_failed_then_retry_delivers_it(
 
 
 async def test_a_transactional_handler_commits_its_effect_with_the_delivery_marker(
-    service: Service, tracker_factory: Factory, store_url: str
+    service: Service, tracker_factory: Factory, store_url: str, engine: str
 ) -> None:
     key = new_key(service)
     calls: list[str] = []
 
-    def handler(delivery: Any, tx: sqlite3.Connection) -> None:
+    async def handler(delivery: Any, tx: Any) -> None:
+        """SQLite gives a sqlite3.Connection; PostgreSQL a psycopg.AsyncConnection (awaited)."""
         calls.append(delivery.delivery_key)
-        tx.execute("CREATE TABLE IF NOT EXISTS shop_credits (key TEXT PRIMARY KEY, cards INT)")
-        tx.execute(
-            "INSERT INTO shop_credits VALUES (?, ?)", (delivery.delivery_key, delivery.delivered)
-        )
+        create = "CREATE TABLE IF NOT EXISTS shop_credits (key TEXT PRIMARY KEY, cards INT)"
+        insert = "INSERT INTO shop_credits VALUES (?, ?)"
+        params = (delivery.delivery_key, delivery.delivered)
+        if engine == "sqlite":
+            assert isinstance(tx, sqlite3.Connection)
+            tx.execute(create)
+            tx.execute(insert, params)
+        else:
+            import psycopg
+
+            assert isinstance(tx, psycopg.AsyncConnection)
+            await tx.execute(create)
+            await tx.execute(insert.replace("?", "%s"), params)
         if len(calls) == 1:
             raise RuntimeError("crash after writing, before returning")
 
@@ -298,9 +313,8 @@ async def test_a_transactional_handler_commits_its_effect_with_the_delivery_mark
         summary = await tracker.run(until_idle=True)
     assert summary.ok
     assert calls == [f"dlv_{intent.id}"] * 2  # the first attempt failed and was rolled back
-    db = sqlite3.connect(store_url.removeprefix("sqlite:///"))
-    assert db.execute("SELECT key, cards FROM shop_credits").fetchall() == [(f"dlv_{intent.id}", 2)]
-    assert db.execute("SELECT state FROM orders").fetchall() == [("delivered",)]
+    assert raw(store_url, "SELECT key, cards FROM shop_credits") == [(f"dlv_{intent.id}", 2)]
+    assert raw(store_url, "SELECT state FROM {t}orders") == [("delivered",)]
 
 
 # --------------------------------------------------------------------------- following orders
@@ -419,6 +433,7 @@ async def test_429s_slow_the_tracker_down_and_every_order_still_arrives(
 # --------------------------------------------------------------------------- at rest
 
 
+@pytest.mark.parametrize("engine", ["sqlite"])  # files beside the store: SQLite's own
 async def test_no_card_code_is_in_the_store_files_in_clear(
     service: Service, tracker_factory: Factory, store_url: str, deliveries: Deliveries
 ) -> None:
@@ -454,6 +469,7 @@ async def test_a_wrong_key_is_refused_at_open(tracker_factory: Factory, store_ur
     await other.store.close()
 
 
+@pytest.mark.parametrize("engine", ["sqlite"])  # a PostgreSQL store takes several runners
 async def test_one_runner_per_store(
     service: Service, tracker_factory: Factory, store_url: str
 ) -> None:
@@ -476,7 +492,73 @@ async def test_handlers_side_by_side_deliver_each_order_once(
         summary = await tracker.run(until_idle=True)
     assert summary.ok
     assert sorted(d.intent_id for d in deliveries.received) == sorted(o.id for o in rows)
-    db = sqlite3.connect(store_url.removeprefix("sqlite:///"))
-    assert db.execute("SELECT state, COUNT(*) FROM orders GROUP BY state").fetchall() == [
+    assert raw(store_url, "SELECT state, COUNT(*) FROM {t}orders GROUP BY state") == [
         ("delivered", 20)
     ]
+
+
+# --------------------------------------------------------------------------- shared stores
+
+
+@pytest.mark.parametrize("engine", ["postgresql"])
+async def test_a_dead_runners_orders_are_taken_over_once_its_lease_expires(
+    service: Service, tracker_factory: Factory, store_url: str, deliveries: Deliveries
+) -> None:
+    from oneclickdz.tracker.postgres import PostgresTrackerStore
+
+    key = new_key(service)
+    dead = PostgresTrackerStore(store_url, lease_seconds=1.5)
+    other = PostgresTrackerStore(store_url)
+    async with tracker_factory(service, key) as tracker:
+        rows = await tracker.place_many([IntentSpec(PSN, "type_001", 1)] * 3)
+        await dead.open()
+        await other.open()
+        try:
+            # A runner claims the three intents, then dies without a word.
+            claimed = await dead.claim(set())
+            assert sorted(o.id for o in claimed) == sorted(o.id for o in rows)
+            assert await other.claim(set()) == []  # leased: no one else gets them meanwhile
+            # This runner waits for the lease to expire, then places and delivers them.
+            summary = await tracker.run(until_idle=True)
+            assert summary.ok
+            assert summary.states == {"delivered": 3, "stuck": 0}
+            # The dead runner's late writes are refused, its effects rolled back.
+            stale = claimed[0]
+            stale.state = State.FINAL
+            assert await dead.save([stale]) == {stale.id}
+            assert await dead.deliver_many([stale]) == {stale.id}
+            effects: list[object] = []
+            with pytest.raises(LeaseLostError):
+                await dead.deliver(stale, effects.append)
+            assert effects == []
+        finally:
+            await dead.close()
+            await other.close()
+    assert sorted(d.intent_id for d in deliveries.received) == sorted(o.id for o in rows)
+    assert raw(store_url, "SELECT state, COUNT(*) FROM {t}orders GROUP BY state") == [
+        ("delivered", 3)
+    ]
+    assert sorted(str(o.ref) for o in service_orders(service, key)) == sorted(
+        str(o.ref) for o in rows
+    )
+
+
+@pytest.mark.parametrize("engine", ["postgresql"])
+async def test_no_card_code_is_in_the_database_in_clear(
+    service: Service, tracker_factory: Factory, store_url: str, deliveries: Deliveries
+) -> None:
+    async with tracker_factory(service) as tracker:
+        await tracker.place(PSN, "type_001", 3)
+        assert (await tracker.run(until_idle=True)).ok
+        codes = [c.value for d in deliveries.received for c in d.cards]
+        assert len(codes) == 3
+        rows = raw(store_url, "SELECT t::text, sealed_cards FROM {t}orders t")
+        text = "".join(row for row, _ in rows) + "".join(
+            str(r) for r in raw(store_url, "SELECT * FROM {t}settings")
+        )
+        sealed = b"".join(bytes(blob) for _, blob in rows if blob is not None)
+        assert sealed
+        for code in codes:
+            assert code not in text
+            assert code.encode() not in sealed
+        assert [c.value for c in await tracker.reveal(deliveries.received[0].intent_id)] == codes

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
@@ -115,8 +114,8 @@ def test_a_sweep_hands_out_page_one_first_then_the_rest() -> None:
 
 
 @pytest.mark.anyio
-async def test_after_a_restart_the_first_checks_are_spread_out(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 't.db'}"
+async def test_after_a_restart_the_first_checks_are_spread_out(store_url: str) -> None:
+    url = store_url
     async with Tracker(None, url) as tracker:
         for n in range(200):
             await tracker.track(f"order-{n:04d}")

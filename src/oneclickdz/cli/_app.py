@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 from collections.abc import Sequence
 from typing import Annotated, Any, NoReturn
 
@@ -12,7 +12,7 @@ from oneclickdz._version import __version__
 
 from ._core import API_KEY_ENV, BASE_URL_ENV, EXIT_CODES_HELP, GLOBAL, RootGroup, Settings, fail
 
-# The modules of each optional extra (see pyproject.toml), imported before a command that needs
+# The modules of each optional extra (see pyproject.toml), looked up before a command that needs
 # them runs, so that a missing one is a hint rather than a traceback deep inside the command.
 EXTRAS: dict[str, tuple[str, ...]] = {
     "server": (
@@ -24,16 +24,18 @@ EXTRAS: dict[str, tuple[str, ...]] = {
         "prometheus_client",
         "swagger_ui",
     ),
-    "tracker": ("aiohttp", "cryptography"),
+    "tracker": ("aiohttp", "cryptography", "psycopg", "psycopg_pool"),
 }
 NEEDS_EXTRA = {"serve": "server", "admin": "server", "demo": "server", "track": "tracker"}
 
 
 def missing_extra(extra: str) -> bool:
-    """Whether a module of `extra` cannot be imported (not installed, or broken)."""
+    """Whether a module of `extra` is not installed (found without importing it: importing them
+    all would cost a `track` or `admin` command about a second)."""
     for module in EXTRAS[extra]:
         try:
-            importlib.import_module(module)
+            if importlib.util.find_spec(module) is None:
+                return True
         except ImportError:
             return True
     return False

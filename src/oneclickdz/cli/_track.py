@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
@@ -90,7 +89,8 @@ StoreOption = Annotated[
     str | None,
     typer.Option(
         "--store",
-        help=f"Tracker store URL (sqlite:///PATH); default ${STORE_ENV}, else {DEFAULT_STORE}.",
+        help=f"Tracker store URL (sqlite:///PATH or postgresql://USER@HOST/DB); default "
+        f"${STORE_ENV}, else {DEFAULT_STORE}.",
         show_default=False,
         rich_help_panel=GLOBAL,
     ),
@@ -109,8 +109,10 @@ def track(
         typer.Option(
             "--store",
             envvar=STORE_ENV,
-            help="Tracker store URL: sqlite:///PATH (sqlite:////abs/path). Its card key: "
-            f"${TRACKER_KEY_ENV}, else the key file PATH.key (created on first use).",
+            help="Tracker store URL: sqlite:///PATH (sqlite:////abs/path), or "
+            "postgresql://USER@HOST/DB (several `track run` share it). Its card key: "
+            f"${TRACKER_KEY_ENV}, else the key file ${TRACKER_KEY_ENV}_FILE, else PATH.key "
+            "beside a SQLite store (created on first use).",
             show_default=True,
         ),
     ] = DEFAULT_STORE,
@@ -151,6 +153,7 @@ def _refusals(url: str) -> Iterator[None]:
     """The tracker's known refusals: one line on stderr, exit 2; Ctrl-C: exit 130."""
     try:
         from oneclickdz.tracker import RunnerActiveError, TrackerKeyError
+        from oneclickdz.tracker.store import redact_url, store_errors
     except ImportError as exc:
         fail(
             f"`oneclickdz track` needs the tracker extra ({exc.name or exc} is missing): "
@@ -160,8 +163,8 @@ def _refusals(url: str) -> Iterator[None]:
         yield
     except (TrackerKeyError, RunnerActiveError, ValueError, LookupError) as exc:
         fail(" ".join(str(exc).split()))
-    except sqlite3.Error as exc:
-        fail(f"tracker store {url}: {exc}")
+    except store_errors() as exc:  # SQLite's, and PostgreSQL's (psycopg) once in use
+        fail(f"tracker store {redact_url(url)}: {' '.join(str(exc).split())}")
     except OSError as exc:
         fail(f"tracker store {url}: {exc.strerror or exc}")
     except KeyboardInterrupt:

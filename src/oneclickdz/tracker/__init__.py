@@ -22,6 +22,7 @@ from .stats import Latency, RunSummary, TrackerStats
 from .store import (
     DEFAULT_STORE_URL,
     DuplicateOrderError,
+    LeaseLostError,
     RunnerActiveError,
     TrackerStore,
     open_store,
@@ -35,6 +36,7 @@ __all__ = [
     "Handler",
     "IntentSpec",
     "Latency",
+    "LeaseLostError",
     "RunSummary",
     "RunnerActiveError",
     "State",

@@ -1,7 +1,9 @@
 """Card codes at rest: sealed with AES-256-GCM under the merchant's own key.
 
-The key comes from `ONECLICKDZ_TRACKER_KEY` (64 hex characters or base64), else from a key
-file beside the store, created on first use with mode 0600 — as the service's vault does. Each
+The key comes from `ONECLICKDZ_TRACKER_KEY` (64 hex characters or base64), else from the key
+file `ONECLICKDZ_TRACKER_KEY_FILE` names, else from a key file beside a SQLite store; a key
+file is created on first use with mode 0600, as the service's vault does. A PostgreSQL store
+has no file beside it: it needs one of the two variables (every runner the same key). Each
 order's cards are one ciphertext bound to the intent and order ids, so rows cannot be swapped.
 A sealed check token in the store refuses a wrong key at start instead of failing at delivery.
 """
@@ -20,11 +22,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from oneclickdz import _keyfile
 from oneclickdz.models import Card
 
-__all__ = ["ENV_VAR", "CardSealer", "TrackerKeyError", "load_key"]
+__all__ = ["ENV_VAR", "FILE_ENV_VAR", "CardSealer", "TrackerKeyError", "load_key"]
 
 log = logging.getLogger("oneclickdz.tracker")
 
 ENV_VAR = "ONECLICKDZ_TRACKER_KEY"
+FILE_ENV_VAR = "ONECLICKDZ_TRACKER_KEY_FILE"
 _NONCE = 12
 _CHECK = b"oneclickdz tracker check"
 
@@ -34,7 +37,15 @@ class TrackerKeyError(Exception):
 
 
 def load_key(key_file: Path | None) -> bytes:
-    """$ONECLICKDZ_TRACKER_KEY, else the key file (created with mode 0600 when absent)."""
+    """$ONECLICKDZ_TRACKER_KEY, else the key file $ONECLICKDZ_TRACKER_KEY_FILE names, else
+    `key_file` (the store's own: None for a database server). Created (0600) when absent."""
+    if os.environ.get(FILE_ENV_VAR):
+        key_file = Path(os.environ[FILE_ENV_VAR])
+    if key_file is None and os.environ.get(ENV_VAR) is None:
+        raise TrackerKeyError(
+            f"this store keeps no key file beside it: set {ENV_VAR} (64 hex characters, the "
+            f"same for every runner) or {FILE_ENV_VAR} (a key file, created on first use)"
+        )
     return _keyfile.load_or_create_key(
         key_file,
         ENV_VAR,
@@ -75,5 +86,5 @@ class CardSealer:
         except InvalidTag:
             raise TrackerKeyError(
                 f"the tracker key does not open this store's cards (wrong {ENV_VAR}, or the key "
-                "file beside the store was replaced)"
+                "file was replaced)"
             ) from None

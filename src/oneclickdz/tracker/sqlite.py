@@ -252,7 +252,7 @@ class SQLiteTrackerStore(TrackerStore):
 
     async def save(
         self, orders: Sequence[TrackedOrder], counters: Mapping[str, int] | None = None
-    ) -> None:
+    ) -> set[str]:
         async with self._tx_lock:
             with self._tx() as c:
                 c.executemany(_SAVE, [_changes(o) for o in orders])
@@ -262,6 +262,7 @@ class SQLiteTrackerStore(TrackerStore):
                         "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
                         list(counters.items()),
                     )
+        return set()  # one runner per store: nothing is ever taken over
 
     async def deliver(self, order: TrackedOrder, effect: TxEffect | None = None) -> None:
         async with self._tx_lock:
@@ -272,10 +273,11 @@ class SQLiteTrackerStore(TrackerStore):
                         await result
                 c.execute(_MARK, _marker(order))
 
-    async def deliver_many(self, orders: Sequence[TrackedOrder]) -> None:
+    async def deliver_many(self, orders: Sequence[TrackedOrder]) -> set[str]:
         async with self._tx_lock:
             with self._tx() as c:
                 c.executemany(_MARK, [_marker(o) for o in orders])
+        return set()
 
     async def get(self, ident: str) -> TrackedOrder | None:
         row = self._c.execute(

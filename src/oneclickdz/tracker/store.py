@@ -1,13 +1,17 @@
 """Where the tracker keeps its orders: the `TrackerStore` interface and `open_store(url)`.
 
-The scheduler only ever calls these methods, in batches (one transaction per call), so a
-PostgreSQL store can be added beside the SQLite one without touching it. Every method that
-writes commits before it returns: what it wrote survives a crash of the process.
+The scheduler only ever calls these methods, in batches (one transaction per call). Every
+method that writes commits before it returns: what it wrote survives a crash of the process.
+
+Two engines: SQLite (`sqlite:///PATH`, one runner per store, held by a file lock) and
+PostgreSQL (`postgresql://…`, `shared`: several runners, each open order leased to one).
 """
 
 from __future__ import annotations
 
 import abc
+import sqlite3
+import sys
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ from .model import State, TrackedOrder
 __all__ = [
     "DEFAULT_STORE_URL",
     "DuplicateOrderError",
+    "LeaseLostError",
     "RunnerActiveError",
     "TrackerStore",
     "open_store",
@@ -24,8 +29,9 @@ __all__ = [
 
 DEFAULT_STORE_URL = "sqlite:///oneclickdz-tracker.db"
 
-# The handler of a transactional delivery: it receives the store's open transaction (for
-# SQLite, the `sqlite3.Connection` inside BEGIN IMMEDIATE) and may write its own rows with it.
+# The handler of a transactional delivery: it receives the store's open transaction and may
+# write its own rows with it. SQLite: the `sqlite3.Connection` inside BEGIN IMMEDIATE.
+# PostgreSQL: a `psycopg.AsyncConnection` inside the transaction (`await tx.execute(...)`).
 TxEffect = Callable[[Any], Awaitable[None] | None]
 
 
@@ -33,10 +39,22 @@ class RunnerActiveError(Exception):
     """Another process is already running this store's tracker."""
 
 
+class LeaseLostError(Exception):
+    """Another runner took these orders over (this one's lease expired): stop working them."""
+
+    def __init__(self, ids: Collection[str]) -> None:
+        super().__init__(f"lease lost on {len(ids)} order(s): another runner has them")
+        self.ids = set(ids)
+
+
 class TrackerStore(abc.ABC):
     """The tracker's durable state: one row per intent (or adopted order), plus counters."""
 
     url: str
+    # False: one runner per store (acquire_runner). True: several runners at once, each open
+    # order leased to one of them (claim, renew); writes of a lost lease are not made.
+    shared: bool = False
+    lease_seconds: float = 0.0
 
     @property
     @abc.abstractmethod
@@ -72,20 +90,42 @@ class TrackerStore(abc.ABC):
     @abc.abstractmethod
     async def save(
         self, orders: Sequence[TrackedOrder], counters: Mapping[str, int] | None = None
-    ) -> None:
-        """Write these rows as they are now and add to the counters, in one transaction."""
+    ) -> set[str]:
+        """Write these rows as they are now and add to the counters, in one transaction.
+
+        Returns the ids not written because this runner no longer holds them (shared stores).
+        """
 
     @abc.abstractmethod
     async def deliver(self, order: TrackedOrder, effect: TxEffect | None = None) -> None:
         """Mark `order` delivered (its state, delivered_at, last_error and delivery attempts)
         after running `effect` in the same transaction.
 
-        If `effect` raises, nothing is written and the exception propagates.
+        If `effect` raises, nothing is written and the exception propagates. A shared store
+        raises `LeaseLostError` (and runs no effect, or rolls it back) when the lease is lost.
         """
 
     @abc.abstractmethod
-    async def deliver_many(self, orders: Sequence[TrackedOrder]) -> None:
-        """Mark these orders delivered in one transaction (handlers that ran side by side)."""
+    async def deliver_many(self, orders: Sequence[TrackedOrder]) -> set[str]:
+        """Mark these orders delivered in one transaction (handlers that ran side by side).
+
+        Returns the ids not marked because this runner no longer holds them (shared stores).
+        """
+
+    async def claim(self, held: Collection[str]) -> list[TrackedOrder]:
+        """The unsettled rows this runner should work, beside `held` (those it has already).
+
+        One runner per store: all of them. A shared store leases them to this runner.
+        """
+        return await self.load((await self.unsettled_ids()) - set(held))
+
+    async def renew(self, held: Collection[str]) -> set[str]:
+        """Extend this runner's leases on `held`; returns the ids it lost (none: not shared)."""
+        return set()
+
+    async def pending_elsewhere(self, delivers: bool) -> int:
+        """Open rows (not stuck) that other runners hold: 0 when the store is not shared."""
+        return 0
 
     @abc.abstractmethod
     async def get(self, ident: str) -> TrackedOrder | None:
@@ -139,9 +179,36 @@ class DuplicateOrderError(Exception):
 
 
 def open_store(url: str = DEFAULT_STORE_URL) -> TrackerStore:
-    """The store a URL names: `sqlite:///path/to/file.db` (PostgreSQL to follow)."""
+    """The store a URL names: `sqlite:///path/to/file.db` or `postgresql://user@host/db`."""
     if url.startswith("sqlite:///"):
         from .sqlite import SQLiteTrackerStore
 
         return SQLiteTrackerStore(url)
-    raise ValueError(f"unsupported tracker store URL {url!r} (expected sqlite:///PATH)")
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresTrackerStore
+
+        return PostgresTrackerStore(url)
+    raise ValueError(
+        f"unsupported tracker store URL {redact_url(url)!r} "
+        "(expected sqlite:///PATH or postgresql://USER@HOST/DB)"
+    )
+
+
+def store_errors() -> tuple[type[Exception], ...]:
+    """The database errors a store may raise (psycopg's only once it is imported)."""
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
+        errors += (psycopg.Error,)
+    return errors
+
+
+def redact_url(url: str) -> str:
+    """The URL without a password (`scheme://user:secret@host` → `scheme://user:***@host`)."""
+    head, sep, tail = url.partition("://")
+    if sep and "@" in tail:
+        auth, _, rest = tail.rpartition("@")
+        if ":" in auth:
+            auth = auth.split(":", 1)[0] + ":***"
+        return f"{head}://{auth}@{rest}"
+    return url

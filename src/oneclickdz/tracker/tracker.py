@@ -14,6 +14,11 @@ written in small batches; losing the last batch in a crash costs a repeat, never
 a placement is resent with the same ref (the API answers DUPLICATED_REF with the order's id),
 a check is made again. The final state and the sealed cards are on disk before the handler
 runs, and the delivery marker right after it returns.
+
+Runners: a SQLite store has one (a file lock). A shared store (PostgreSQL) has any number: each
+holds leases on the open orders it works, renews them while it runs, and claims, every second,
+the orders no live runner holds (new ones, and those of a runner that died once their lease
+expired). An order whose lease was lost is dropped from memory; its writes are not made.
 """
 
 from __future__ import annotations
@@ -70,7 +75,13 @@ from .stats import (
     RunSummary,
     TrackerStats,
 )
-from .store import DEFAULT_STORE_URL, DuplicateOrderError, TrackerStore, open_store
+from .store import (
+    DEFAULT_STORE_URL,
+    DuplicateOrderError,
+    LeaseLostError,
+    TrackerStore,
+    open_store,
+)
 from .sweep import PAGE_SIZE, Sweep, covering_window, estimate_pages, iso, order_window
 
 __all__ = ["Handler", "Tracker", "TxHandler"]
@@ -183,10 +194,13 @@ class Tracker:
         self._deliver_wake = _Wake()
         self._running = False
         self._to_mark: list[TrackedOrder] = []
-        self._marking: asyncio.Future[None] | None = None
+        self._marking: asyncio.Future[set[str]] | None = None
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._revision = -1
+        self._claim_soon = False  # shared store: rows were written here, claim them now
+        self._renew_at = 0.0  # shared store: when the leases are renewed next (monotonic)
+        self._others_pending = 0  # shared store: open rows other runners hold
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -274,7 +288,7 @@ class Tracker:
         await self.store.insert(rows)
         for row in rows:
             log.info("intent written id=%s ref=%s quantity=%d", row.id, row.ref, row.quantity)
-            self._admit(row)
+            self._take(row)
         return rows
 
     async def track(
@@ -298,7 +312,7 @@ class Tracker:
             assert existing is not None
             return existing
         log.info("order adopted id=%s order_id=%s", row.id, order_id)
-        self._admit(row)
+        self._take(row)
         return row
 
     async def get(self, ident: str) -> TrackedOrder | None:
@@ -345,7 +359,7 @@ class Tracker:
         if not requeued:
             raise ValueError(f"order {order.id} is {order.state.value}, not delivery_failed")
         if order.id not in self._orders:
-            self._admit(order)
+            self._take(order)
         return order
 
     async def stats(self) -> TrackerStats:
@@ -385,7 +399,9 @@ class Tracker:
     async def run(self, *, until_idle: bool = False) -> RunSummary:
         """Place, follow and deliver until `stop()` (or, with `until_idle`, nothing is left).
 
-        Only one process may run a store's tracker at a time (RunnerActiveError otherwise).
+        Only one process may run a SQLite store's tracker at a time (RunnerActiveError
+        otherwise); a shared store (PostgreSQL) takes any number, each order leased to one.
+        With `until_idle` on a shared store, it also waits for the orders other runners hold.
         """
         self._checked_open()
         await self.store.acquire_runner()
@@ -408,6 +424,8 @@ class Tracker:
                 await flusher
             await self._flush()
             await self.store.release_runner()
+            if self.store.shared:  # the leases are given back: so is the memory of the rows
+                self._drop_memory()
             self._stop.clear()  # a stop() asked before this run began ended it; the next runs
         return RunSummary(await self.store.state_counts())
 
@@ -415,7 +433,7 @@ class Tracker:
         next_revision_check = 0.0
         while not self._stop.is_set():
             now = _now()
-            if now >= next_revision_check:
+            if now >= next_revision_check or self._claim_soon:
                 await self._watch_revision()
                 next_revision_check = now + 1.0
             wait = self._next_due(now) - now
@@ -465,6 +483,8 @@ class Tracker:
         """Nothing in flight, nothing to place, deliver or follow (stuck orders aside)."""
         if self._in_flight or self._deliveries or self._dirty or self._sweep is not None:
             return False
+        if self._others_pending:  # a shared store: other runners' orders, ours if they die
+            return False
         if self._head(self._place_heap, True) is not None:
             return False
         if self._delivers and any(
@@ -479,6 +499,32 @@ class Tracker:
         return self.handler is not None or self.tx_handler is not None
 
     # ----------------------------------------------------------------- memory of open orders
+
+    def _take(self, order: TrackedOrder) -> None:
+        """A row this process just wrote: worked at once, or (shared store) claimed first."""
+        if self.store.shared:
+            self._claim_soon = True
+            self._wake.set()
+        else:
+            self._admit(order)
+
+    def _drop_memory(self) -> None:
+        """Forget every row held in memory (their leases were released)."""
+        for order in list(self._orders.values()):
+            self._forget(order)
+        self._by_order_id.clear()
+        self._check_heap.clear()
+        self._place_heap.clear()
+        self._deliver_heap.clear()
+        self._revision = -1
+
+    def _lose(self, ids: Iterable[str]) -> None:
+        """Another runner took these rows over: stop working them."""
+        for ident in ids:
+            order = self._orders.get(ident)
+            if order is not None:
+                log.warning("lease lost id=%s: another runner has this order", ident)
+                self._forget(order)
 
     def _admit(self, order: TrackedOrder) -> None:
         """Hold an unsettled row in memory and queue its next step."""
@@ -529,11 +575,9 @@ class Tracker:
         self._counts[name] = self._counts.get(name, 0) + n
 
     async def _load_unsettled(self, *, spread: bool) -> None:
-        ids = await self.store.unsettled_ids()
-        new = ids - self._orders.keys()
-        if not new:
+        rows = [o for o in await self.store.claim(self._orders.keys()) if o.id not in self._orders]
+        if not rows:
             return
-        rows = await self.store.load(new)
         now = _now()
         placed = [o for o in rows if o.state is State.PLACED]
         # After a restart, spread the first checks so they do not all go out at once.
@@ -546,11 +590,25 @@ class Tracker:
             log.info("tracker loaded %d unsettled order(s)", len(rows))
 
     async def _watch_revision(self) -> None:
+        if self.store.shared:
+            await self._keep_leases()
+            return
         revision = await self.store.revision()
         if revision != self._revision:
             if self._revision != -1:
                 await self._load_unsettled(spread=False)
             self._revision = revision
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases (a third of their length apart), claim what is free, and count the
+        open rows others hold (for `until_idle`)."""
+        self._claim_soon = False
+        clock = time.monotonic()
+        if clock >= self._renew_at:
+            self._renew_at = clock + self.store.lease_seconds / 3
+            self._lose(await self.store.renew(list(self._orders)))
+        await self._load_unsettled(spread=False)
+        self._others_pending = await self.store.pending_elsewhere(self._delivers)
 
     def _head(self, heap: list[_Entry], placing: bool) -> TrackedOrder | None:
         """The earliest order of a heap whose entry is current (stale entries are dropped)."""
@@ -937,15 +995,18 @@ class Tracker:
         dirty, self._dirty = list(self._dirty.values()), {}
         counts, self._counts = self._counts, {}
         try:
-            await self.store.save(dirty, counts)
+            lost = await self.store.save(dirty, counts)
         except BaseException:
             for order in dirty:  # keep them for the next flush
                 self._dirty.setdefault(order.id, order)
             for name, n in counts.items():
                 self._count(name, n)
             raise
+        self._lose(lost)
         for order in dirty:
-            if order.state is State.FINAL and order.id in self._orders:
+            if order.id in lost:
+                self._by_order_id.pop(order.order_id or "", None)
+            elif order.state is State.FINAL and order.id in self._orders:
                 self._durable_final.add(order.id)
                 self._deliver_wake.set()
         self._wake.set()
@@ -973,20 +1034,22 @@ class Tracker:
         self._to_mark.append(_delivered(order))
         pending = self._marking
         if pending is not None:
-            await asyncio.shield(pending)
-            return
-        marking = self._marking = asyncio.get_running_loop().create_future()
-        await asyncio.sleep(0)  # let the handlers that return now join this commit
-        batch, self._to_mark, self._marking = self._to_mark, [], None
-        try:
-            await self.store.deliver_many(batch)
-        except BaseException as exc:
-            for other in batch:
-                _undelivered(other)
-            marking.set_exception(exc)
-            marking.exception()  # retrieved here: each waiter handles it
-            raise
-        marking.set_result(None)
+            lost = await asyncio.shield(pending)
+        else:
+            marking = self._marking = asyncio.get_running_loop().create_future()
+            await asyncio.sleep(0)  # let the handlers that return now join this commit
+            batch, self._to_mark, self._marking = self._to_mark, [], None
+            try:
+                lost = await self.store.deliver_many(batch)
+            except BaseException as exc:
+                for other in batch:
+                    _undelivered(other)
+                marking.set_exception(exc)
+                marking.exception()  # retrieved here: each waiter handles it
+                raise
+            marking.set_result(lost)
+        if order.id in lost:
+            raise LeaseLostError([order.id])
 
     def _next_delivery(self, now: float) -> tuple[TrackedOrder | None, float]:
         """The next final order to deliver now (on disk, not being changed), else the wait."""
@@ -1033,6 +1096,9 @@ class Tracker:
                     if inspect.isawaitable(result):
                         await result
                 await self._mark_delivered(order)
+        except LeaseLostError:
+            _undelivered(order)  # another runner has it now: it delivers (the same key)
+            self._lose([order.id])
         except Exception as exc:
             _undelivered(order)
             self._count(HANDLER_FAILURES)
