@@ -88,10 +88,10 @@ class TimedStore(SQLiteTrackerStore):
 
     async def save(
         self, orders: Sequence[TrackedOrder], counters: Mapping[str, int] | None = None
-    ) -> None:
+    ) -> set[str]:
         start = time.process_time()
         try:
-            await super().save(orders, counters)
+            return await super().save(orders, counters)
         finally:
             self.cpu["save"] += time.process_time() - start
             for order in orders:
@@ -105,10 +105,10 @@ class TimedStore(SQLiteTrackerStore):
             self.cpu["deliver"] += time.process_time() - start
             self.rows["deliver"] += 1
 
-    async def deliver_many(self, orders: Sequence[TrackedOrder]) -> None:
+    async def deliver_many(self, orders: Sequence[TrackedOrder]) -> set[str]:
         start = time.process_time()
         try:
-            await super().deliver_many(orders)
+            return await super().deliver_many(orders)
         finally:
             self.cpu["deliver"] += time.process_time() - start
             self.rows["deliver"] += len(orders)
