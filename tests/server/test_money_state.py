@@ -13,6 +13,7 @@ step finishes them or advances the clock, never by the wall clock during an exam
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import itertools
 import secrets
@@ -172,7 +173,8 @@ class MoneyMachine(RuleBasedStateMachine):
         self.http = httpx.Client(base_url=self.running.base_url, timeout=30.0)
         self.pairs: dict[tuple[str, Env], Pair] = {}
         self.keys: dict[str, Key] = {}  # the keys placements may use (READ-WRITE or not)
-        self.refs: dict[str, dict[str, str]] = {}  # key label -> ref -> order id
+        # (account, env) -> ref -> order id: a ref is unique per account and environment
+        self.refs: dict[tuple[str, Env], dict[str, str]] = {}
         self.orders: dict[str, Order] = {}
         self.imported: list[str] = []  # codes accepted into the production inventory
         self.unsold = dict.fromkeys(IMPORTABLE, 0)
@@ -308,7 +310,7 @@ class MoneyMachine(RuleBasedStateMachine):
         order_id = placed["orderId"]
         assert order_id not in self.orders
         assert placed.get("orderRef") == ref
-        record = self.store.reader().order(order_id)
+        record = asyncio.run(self.store.reader().orders.get(order_id))
         assert record is not None
         self.orders[order_id] = Order(
             order_id, key.account, key.env, product, type_id, quantity, expected,
@@ -316,7 +318,7 @@ class MoneyMachine(RuleBasedStateMachine):
         )  # fmt: skip
         self.pairs[key.account, key.env].balance -= quantity * expected
         if ref is not None:
-            self.refs.setdefault(key.label, {})[ref] = order_id
+            self.refs.setdefault((key.account, key.env), {})[ref] = order_id
 
     def expect_place(
         self, key: Key, product: str, type_id: str, quantity: int, ref: str | None
@@ -327,8 +329,8 @@ class MoneyMachine(RuleBasedStateMachine):
             return 403, "INSUFFICIENT_SCOPE", None
         if not 1 <= quantity <= 100:
             return 400, "ERR_VALIDATION", None
-        if ref is not None and ref in self.refs.get(key.label, {}):
-            return 403, "DUPLICATED_REF", {"orderId": self.refs[key.label][ref]}
+        if ref is not None and ref in (used := self.refs.get((key.account, key.env), {})):
+            return 403, "DUPLICATED_REF", {"orderId": used[ref]}
         if product not in TEST_PRICE:
             return 404, "NOT_FOUND", None
         stock: int | None
@@ -606,7 +608,7 @@ class MoneyMachine(RuleBasedStateMachine):
         assert all(c.startswith("SANDBOX-") for c in sandbox)
         reader = self.store.reader()
         for product in {p for p, _ in IMPORTABLE}:
-            counts = reader.unsold_counts(product)
+            counts = asyncio.run(reader.inventory.unsold_counts(product))
             for pid, type_id in IMPORTABLE:
                 if pid == product:
                     assert counts.get(type_id, 0) == self.unsold[pid, type_id], type_id

@@ -19,7 +19,7 @@ from oneclickdz.server.auth import hash_key, key_hint, new_key
 from oneclickdz.server.catalog import load_catalog
 from oneclickdz.server.formats import now_iso, to_cents, to_decimal
 from oneclickdz.server.orders import card_context
-from oneclickdz.server.store import Env, Scope, Store, Tx
+from oneclickdz.server.store import EntryType, Env, Scope, Store, Tx
 from oneclickdz.server.vault import Vault
 
 DEFAULT_ACCOUNT = "default"
@@ -39,8 +39,8 @@ class AdminError(ValueError):
 
 
 def _account(tx: Tx, name: str, now: str) -> int:
-    account_id = tx.account_id(name)
-    return account_id if account_id is not None else tx.insert_account(name, now)
+    account_id = tx.keys.account_id(name)
+    return account_id if account_id is not None else tx.keys.add_account(name, now)
 
 
 def _positive_cents(amount: str | Decimal, allow_zero: bool = False) -> int:
@@ -55,11 +55,12 @@ def _positive_cents(amount: str | Decimal, allow_zero: bool = False) -> int:
 
 def _credit(tx: Tx, account_id: int, env: Env, cents: int, now: str) -> int:
     """Deposit `cents` (within MAX_BALANCE_CENTS); returns the new balance in cents."""
-    if tx.balance(account_id, env) + cents > MAX_BALANCE_CENTS:
+    if tx.ledger.balance(account_id, env) + cents > MAX_BALANCE_CENTS:
         raise AdminError(
             f"a balance is at most {MAX_BALANCE_CENTS // 100} DZD: this deposit would exceed it"
         )
-    return ledger.move(tx, account_id, env, cents, "DEPOSIT", "deposit", now).new_balance_cents
+    record = ledger.move(tx, account_id, env, cents, EntryType.DEPOSIT, "deposit", now)
+    return record.new_balance_cents
 
 
 def create_key(
@@ -83,7 +84,7 @@ def create_key(
     def run(tx: Tx) -> None:
         now = now_iso()
         account_id = _account(tx, account, now)
-        tx.insert_key(hash_key(key), key_hint(key), account_id, env, scope, list(allow_ips), now)
+        tx.keys.add(hash_key(key), key_hint(key), account_id, env, scope, list(allow_ips), now)
         if cents:
             _credit(tx, account_id, env, cents, now)
 
@@ -100,7 +101,7 @@ def deposit(store: Store, account: str, env: Env, amount: str | Decimal) -> Deci
 
     def run(tx: Tx) -> int:
         now = now_iso()
-        account_id = tx.account_id(account)
+        account_id = tx.keys.account_id(account)
         if account_id is None:
             raise AdminError(f"no account named {account!r}")
         return _credit(tx, account_id, env, cents, now)
@@ -109,7 +110,7 @@ def deposit(store: Store, account: str, env: Env, amount: str | Decimal) -> Deci
 
 
 def set_key_enabled(store: Store, key: str, enabled: bool) -> None:
-    if not store.write_sync(lambda tx: tx.set_key_enabled(hash_key(key), enabled)):
+    if not store.write_sync(lambda tx: tx.keys.set_enabled(hash_key(key), enabled)):
         raise AdminError("no such key")
 
 
@@ -125,10 +126,10 @@ def import_cards(store: Store, vault: Vault, path: Path) -> int:
     def run(tx: Tx) -> int:
         now = now_iso()
         prints = [vault.fingerprint(value) for _, _, _, value, _ in rows]
-        present = tx.fingerprints_present(prints)
+        present = tx.inventory.fingerprints_present(prints)
         seen: set[bytes] = set()
         for (line, product_id, type_id, _, _), fp in zip(rows, prints, strict=True):
-            if tx.product_type(product_id, type_id) is None:
+            if tx.catalog.type(product_id, type_id) is None:
                 raise AdminError(
                     f"{path}:{line}: no type {_quoted(type_id)} in product {_quoted(product_id)}"
                 )
@@ -137,7 +138,7 @@ def import_cards(store: Store, vault: Vault, path: Path) -> int:
             seen.add(fp)
         for (_, product_id, type_id, value, serial), fp in zip(rows, prints, strict=True):
             sealed = vault.seal_card(value, serial, card_context(product_id, type_id))
-            tx.insert_card(product_id, type_id, sealed, fp, now)
+            tx.inventory.add(product_id, type_id, sealed, fp, now)
         return len(rows)
 
     return store.write_sync(run)

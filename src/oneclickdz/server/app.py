@@ -99,9 +99,9 @@ class Handlers:
         self.backend = backend
         self.limits = limits or Limits()
 
-    def key(self, request: Request, write: bool = False) -> KeyRecord:
+    async def key(self, request: Request, write: bool = False) -> KeyRecord:
         client = request.client
-        return self.backend.auth.authenticate(
+        return await self.backend.auth.authenticate(
             request.headers.get("x-access-token"), client.host if client else "", write
         )
 
@@ -109,35 +109,37 @@ class Handlers:
         return success(self.backend.ping())
 
     async def validate(self, request: Request) -> Response:
-        return success(self.backend.validate(self.key(request)))
+        return success(self.backend.validate(await self.key(request)))
 
     async def balance(self, request: Request) -> Response:
-        return success(self.backend.balance(self.key(request)))
+        return success(await self.backend.balance(await self.key(request)))
 
     async def transactions(self, request: Request) -> Response:
-        return success(self.backend.transactions(self.key(request), request.query_params))
+        key = await self.key(request)
+        return success(await self.backend.transactions(key, request.query_params))
 
     async def catalog(self, request: Request) -> Response:
-        self.key(request)
-        data, totals = self.backend.catalog()
+        await self.key(request)
+        data, totals = await self.backend.catalog()
         # The guide shows the totals in `meta`, the API reference beside `success`: give both.
         return success(data, totals, **totals)
 
     async def check_product(self, request: Request) -> Response:
-        key = self.key(request)
-        return success(self.backend.check_product(key, request.path_params["product_id"]))
+        key = await self.key(request)
+        return success(await self.backend.check_product(key, request.path_params["product_id"]))
 
     async def place_order(self, request: Request) -> Response:
-        key = self.key(request, write=True)
+        key = await self.key(request, write=True)
         body = await read_json(request, self.limits)
         return success(await self.backend.place_order(key, body))
 
     async def check_order(self, request: Request) -> Response:
-        key = self.key(request)
-        return success(self.backend.check_order(key, request.path_params["order_id"]))
+        key = await self.key(request)
+        return success(await self.backend.check_order(key, request.path_params["order_id"]))
 
     async def list_orders(self, request: Request) -> Response:
-        return success(self.backend.list_orders(self.key(request), request.query_params))
+        key = await self.key(request)
+        return success(await self.backend.list_orders(key, request.query_params))
 
     def routes(self) -> list[Route]:
         """The routes, the busiest first (Starlette tries them in order)."""

@@ -145,7 +145,7 @@ class Authenticator:
         # Refusals, for the metrics: "invalid_token", "ip_blocked" or "rate_limited".
         self.observe: Callable[[str], None] = lambda event: None
 
-    def authenticate(self, token: str | None, ip: str, write: bool) -> KeyRecord:
+    async def authenticate(self, token: str | None, ip: str, write: bool) -> KeyRecord:
         if self._lockout.blocked(ip):
             raise ServiceError(
                 403,
@@ -157,7 +157,7 @@ class Authenticator:
         token = token.strip(" \t") if token else None
         if not token:
             raise ServiceError(401, "MISSING_ACCESS_TOKEN", "Access token is required")
-        key = self._lookup(hash_key(token))
+        key = await self._lookup(hash_key(token))
         if key is None:
             left = self._lockout.fail(ip)
             self.observe("invalid_token" if left else "ip_blocked")
@@ -185,12 +185,12 @@ class Authenticator:
             raise rate_limited(wait)
         return key
 
-    def _lookup(self, key_hash: bytes) -> KeyRecord | None:
+    async def _lookup(self, key_hash: bytes) -> KeyRecord | None:
         now = self.clock()
         cached = self._cache.get(key_hash)
         if cached is not None and cached[0] > now:
             return cached[1]
-        found = self._store.reader().find_key(key_hash)
+        found = await self._store.reader().keys.find(key_hash)
         if found is None or not hmac.compare_digest(found[0], key_hash):
             self._cache.pop(key_hash, None)
             return None

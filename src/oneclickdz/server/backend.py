@@ -93,13 +93,13 @@ class Backend:
 
     # -- account -----------------------------------------------------------------------------
 
-    def balance(self, key: KeyRecord) -> dict[str, Any]:
-        cents = self.store.reader().balance(key.account_id, key.env)
+    async def balance(self, key: KeyRecord) -> dict[str, Any]:
+        cents = await self.store.reader().ledger.balance(key.account_id, key.env)
         return {"balance": money(cents), "currency": "DZD"}
 
-    def transactions(self, key: KeyRecord, query: Mapping[str, str]) -> dict[str, Any]:
+    async def transactions(self, key: KeyRecord, query: Mapping[str, str]) -> dict[str, Any]:
         page = parse_page(query, both_ends=True)
-        records, total = self.store.reader().transactions(
+        records, total = await self.store.reader().ledger.transactions(
             key.account_id, key.env, page.window, page.size, page.offset
         )
         items = [
@@ -120,10 +120,10 @@ class Backend:
 
     # -- catalog -----------------------------------------------------------------------------
 
-    def catalog(self) -> tuple[dict[str, Any], dict[str, int]]:
+    async def catalog(self) -> tuple[dict[str, Any], dict[str, int]]:
         """The catalog's data, and its totals (shown in `meta` and beside `success`)."""
         categories: dict[str, list[dict[str, Any]]] = {}
-        for product in self.store.reader().catalog():
+        for product in await self.store.reader().catalog.products():
             item: dict[str, Any] = {
                 "id": product.id,
                 "title": product.title,
@@ -144,13 +144,16 @@ class Backend:
         }
         return data, totals
 
-    def check_product(self, key: KeyRecord, product_id: str) -> dict[str, Any]:
+    async def check_product(self, key: KeyRecord, product_id: str) -> dict[str, Any]:
         reader = self.store.reader()
-        product = reader.product(product_id)
+        product = await reader.catalog.product(product_id)
         if product is None:
             raise not_found(f"Product '{product_id}' not found")
-        types = reader.product_types(product_id)
-        stock = orders.stock(reader, key.env, product, types)
+        types = await reader.catalog.types(product_id)
+        unsold: dict[str, int] = {}
+        if product.enabled and orders.counts_inventory(key.env):
+            unsold = await reader.inventory.unsold_counts(product_id)
+        stock = orders.stock(key.env, product, types, unsold)
         return {
             "productId": product.id,
             "productTitle": product.title,
@@ -182,10 +185,10 @@ class Backend:
             data["orderRef"] = order.ref
         return data
 
-    def check_order(self, key: KeyRecord, order_id: str) -> dict[str, Any]:
+    async def check_order(self, key: KeyRecord, order_id: str) -> dict[str, Any]:
         found = self._final_orders.get(order_id)
         if found is None:
-            found = self.store.reader().order_with_cards(order_id)
+            found = await self.store.reader().orders.with_cards(order_id)
             if found is not None and found[0].status != orders.HANDLING:
                 self._remember_final(order_id, found)
         if found is None or found[0].account_id != key.account_id or found[0].env != key.env:
@@ -198,11 +201,15 @@ class Backend:
             self._final_orders.pop(next(iter(self._final_orders)))
         self._final_orders[order_id] = found
 
-    def list_orders(self, key: KeyRecord, query: Mapping[str, str]) -> dict[str, Any]:
+    async def list_orders(self, key: KeyRecord, query: Mapping[str, str]) -> dict[str, Any]:
         page = parse_page(query, both_ends=False)
         reader = self.store.reader()
-        records, total = reader.orders(key.account_id, key.env, page.window, page.size, page.offset)
-        secrets = reader.cards_secrets_for_orders([o.id for o in records if o.fulfilled_quantity])
+        records, total = await reader.orders.page(
+            key.account_id, key.env, page.window, page.size, page.offset
+        )
+        secrets = await reader.inventory.secrets_for_orders(
+            [o.id for o in records if o.fulfilled_quantity]
+        )
         return page.render([self.order_view(o, secrets.get(o.id, [])) for o in records], total)
 
     def order_view(self, order: OrderRecord, sealed_cards: list[bytes]) -> dict[str, Any]:

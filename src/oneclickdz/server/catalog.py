@@ -144,9 +144,9 @@ def load_catalog(tx: Tx, data: Any) -> int:
     """Insert or update every product and type of `data`; returns the number of products."""
     entries = parse_catalog(data)
     for position, (product, types) in enumerate(entries):
-        tx.upsert_product(product, position)
+        tx.catalog.upsert_product(product, position)
         for type_position, ptype in enumerate(types):
-            tx.upsert_type(ptype, type_position)
+            tx.catalog.upsert_type(ptype, type_position)
     return len(entries)
 
 

@@ -47,9 +47,9 @@ class Fulfilment:
         """The fulfilment clock: wall-clock time, plus however far tests advanced it."""
         return time.time() + self._offset
 
-    def load(self) -> int:
+    async def load(self) -> int:
         """Queue every order the database holds as HANDLING; returns how many."""
-        self._heap = list(self._store.reader().handling_orders())
+        self._heap = list(await self._store.reader().orders.handling())
         heapq.heapify(self._heap)
         return len(self._heap)
 

@@ -34,8 +34,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from oneclickdz.server import orders
 from oneclickdz.server.logs import request_id
+from oneclickdz.server.store import OrderStatus
 
 METRICS_PATH = "/metrics"
 UNMATCHED = "unmatched"
@@ -48,11 +48,7 @@ LATENCY_BUCKETS = (
 # Seconds after its due time an order was final: milliseconds normally, more after a restart.
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
-_ORDER_SERIES = [
-    (env, status)
-    for env in ("SANDBOX", "PRODUCTION")
-    for status in (orders.HANDLING, orders.FULFILLED, orders.PARTIALLY_FILLED, orders.REFUNDED)
-]
+_ORDER_SERIES = [(env, status.value) for env in ("SANDBOX", "PRODUCTION") for status in OrderStatus]
 # Which events of `Authenticator.observe` each refusal counter counts.
 _AUTH_FAILURES = frozenset({"invalid_token", "ip_blocked"})  # the blocking attempt failed too
 

@@ -135,8 +135,9 @@ _PLACE_ORDER_BODY: Json = _object(
     },
     {
         "ref": {"type": "string", "minLength": 1, "maxLength": orders.MAX_REF_LENGTH,
-                "description": "Your own reference, unique per key: a second order with it "
-                               "is refused with DUPLICATED_REF."},
+                "description": "Your own reference, unique per account and environment (any "
+                               "of its keys): a second order with it is refused with "
+                               "DUPLICATED_REF."},
     },
 )  # fmt: skip
 del _PLACE_ORDER_BODY["additionalProperties"]  # unknown fields are ignored, not refused

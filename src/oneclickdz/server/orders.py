@@ -1,8 +1,8 @@
 """Orders: placement (validate, check stock, debit, create — one transaction) and fulfilment
 (deliver cards, record the final state and the refund — one transaction).
 
-Plain functions of a `Tx`: the routes and the fulfilment workers call them through
-`Store.write`, so each runs atomically, serialised against every other write.
+Plain functions of a `Tx` (the unit of work): the routes and the fulfilment workers call them
+through `Store.write`, so each runs atomically, serialised against every other write.
 """
 
 from __future__ import annotations
@@ -13,13 +13,22 @@ from dataclasses import dataclass, replace
 
 from oneclickdz.server import ledger
 from oneclickdz.server.errors import ServiceError, not_found, validation
-from oneclickdz.server.store import Env, KeyRecord, OrderRecord, ProductRecord, Tx, TypeRecord
+from oneclickdz.server.store import (
+    EntryType,
+    Env,
+    KeyRecord,
+    OrderRecord,
+    OrderStatus,
+    ProductRecord,
+    Tx,
+    TypeRecord,
+)
 from oneclickdz.server.vault import Vault
 
-HANDLING = "HANDLING"
-FULFILLED = "FULFILLED"
-PARTIALLY_FILLED = "PARTIALLY_FILLED"
-REFUNDED = "REFUNDED"
+HANDLING = OrderStatus.HANDLING
+FULFILLED = OrderStatus.FULFILLED
+PARTIALLY_FILLED = OrderStatus.PARTIALLY_FILLED
+REFUNDED = OrderStatus.REFUNDED
 
 TEST_REFUND = "TEST_REFUND"
 TEST_PARTIAL = "TEST_PARTIAL"
@@ -48,16 +57,17 @@ def place(
     tx: Tx, key: KeyRecord, cmd: PlaceOrder, *, order_id: str, now: str, due_at: float
 ) -> OrderRecord:
     """Create the order and debit `quantity × price`, or refuse without changing anything."""
-    if cmd.ref is not None and (existing := tx.order_id_by_ref(key.id, cmd.ref)) is not None:
+    ref = cmd.ref
+    if ref is not None and (existing := tx.orders.id_by_ref(key.account_id, key.env, ref)):
         raise ServiceError(
             403, "DUPLICATED_REF", "This reference ID is already in use", {"orderId": existing}
         )
-    product = tx.product(cmd.product_id)
+    product = tx.catalog.product(cmd.product_id)
     if product is None:
         raise not_found(f"Product '{cmd.product_id}' not found")
     available: int | None
     if cmd.type_id in TEST_TYPES:
-        types = tx.product_types(product.id)
+        types = tx.catalog.types(product.id)
         if key.env != "SANDBOX" or not types:
             raise not_found(f"Type '{cmd.type_id}' not found for product '{product.id}'")
         if cmd.type_id == TEST_PARTIAL and cmd.quantity < 2:
@@ -67,11 +77,12 @@ def place(
         price = types[0].price_cents
         available = None if product.enabled else 0  # the test types have no stock to run out
     else:
-        ptype = tx.product_type(product.id, cmd.type_id)
+        ptype = tx.catalog.type(product.id, cmd.type_id)
         if ptype is None:
             raise not_found(f"Type '{cmd.type_id}' not found for product '{product.id}'")
         price = ptype.price_cents
-        available = stock(tx, key.env, product, [ptype])[ptype.id]
+        unsold = tx.inventory.unsold_counts(product.id) if counts_inventory(key.env) else {}
+        available = stock(key.env, product, [ptype], unsold)[ptype.id]
     if available is not None and cmd.quantity > available:
         raise ServiceError(
             403,
@@ -80,7 +91,7 @@ def place(
             {"requested": cmd.quantity, "available": available},
         )
     ledger.move(
-        tx, key.account_id, key.env, -cmd.quantity * price, "ORDER",
+        tx, key.account_id, key.env, -cmd.quantity * price, EntryType.ORDER,
         f"gift card order {order_id}", now, objid=order_id,
     )  # fmt: skip
     order = OrderRecord(
@@ -98,22 +109,29 @@ def place(
         time=now,
         due_at=due_at,
     )
-    tx.insert_order(order)
+    tx.orders.add(order)
     return order
 
 
-def stock(tx: Tx, env: Env, product: ProductRecord, types: list[TypeRecord]) -> dict[str, int]:
+def counts_inventory(env: Env) -> bool:
+    """Whether stock in `env` is the unsold imported codes (production) or the catalog's."""
+    return env == "PRODUCTION"
+
+
+def stock(
+    env: Env, product: ProductRecord, types: list[TypeRecord], unsold: dict[str, int]
+) -> dict[str, int]:
     """How many cards of each type can be ordered now: none of a disabled product; in the
-    sandbox, the catalog's stock; in production, the unsold imported codes."""
+    sandbox, the catalog's stock; in production, the unsold imported codes (`unsold`, by type,
+    read by the caller when `counts_inventory(env)`)."""
     if not product.enabled:
         return {t.id: 0 for t in types}
-    if env == "SANDBOX":
+    if not counts_inventory(env):
         return {t.id: t.sandbox_stock for t in types}
-    unsold = tx.unsold_counts(product.id)
     return {t.id: unsold.get(t.id, 0) for t in types}
 
 
-def final_status(quantity: int, delivered: int) -> str:
+def final_status(quantity: int, delivered: int) -> OrderStatus:
     if delivered == quantity:
         return FULFILLED
     return PARTIALLY_FILLED if delivered > 0 else REFUNDED
@@ -132,7 +150,8 @@ def sandbox_card(code_seed: int, index: int, serial_number: int) -> tuple[str, s
     """A fake card: `SANDBOX-XXXX-XXXX-XXXX` and a numeric serial, unique per card.
 
     The code is drawn from the service's seeded generator (via `code_seed`) and the serial
-    number, which the database makes unique, so codes replay with the seed yet never repeat.
+    number, which the store's sequence makes unique, so codes replay with the seed yet never
+    repeat.
     """
     digest = hashlib.blake2b(f"{code_seed}:{index}:{serial_number}".encode(), digest_size=10)
     chars = base64.b32encode(digest.digest()).decode()
@@ -145,28 +164,28 @@ def fulfil(tx: Tx, vault: Vault, order_id: str, *, code_seed: int, now: str) -> 
     Returns the final order, or None when it was not HANDLING (already finished elsewhere),
     which makes running it twice harmless.
     """
-    order = tx.order(order_id)
+    order = tx.orders.get(order_id)
     if order is None or order.status != HANDLING:
         return None
     context = card_context(order.product_id, order.type_id)
     if order.env == "SANDBOX":
         delivered = sandbox_quantity(order.type_id, order.quantity)
-        first_serial = tx.next_card_id()
+        first_serial = tx.inventory.next_serials(delivered) if delivered else 0
         for index in range(delivered):
             value, serial = sandbox_card(code_seed, index, first_serial + index)
-            tx.insert_card(
+            tx.inventory.add(
                 order.product_id, order.type_id, vault.seal_card(value, serial, context),
                 vault.fingerprint(value), now, order_id=order.id, position=index,
             )  # fmt: skip
     else:
-        delivered = tx.sell_cards(order.product_id, order.type_id, order.id, order.quantity)
+        delivered = tx.inventory.sell(order.product_id, order.type_id, order.id, order.quantity)
     status = final_status(order.quantity, delivered)
-    if not tx.finish_order(order.id, status, delivered, now):
+    if not tx.orders.finish(order.id, status, delivered, now):
         raise RuntimeError(f"order {order.id} changed state during fulfilment")
     refund = (order.quantity - delivered) * order.price_cents
     if refund:
         ledger.move(
-            tx, order.account_id, order.env, refund, "REFUND-ORDER",
+            tx, order.account_id, order.env, refund, EntryType.REFUND_ORDER,
             "refund from cancelled gift card order", now, objid=order.id,
         )  # fmt: skip
     return replace(order, status=status, fulfilled_quantity=delivered)

@@ -51,14 +51,14 @@ def open_database(db_url: str, busy_timeout: float = 5.0) -> tuple[Store, Vault]
         vault = Vault(load_or_create_key(vault_key_file(db_url)))
 
         def initialise(tx: Tx) -> None:
-            token = tx.setting("vault_check")
+            token = tx.settings.get("vault_check")
             if token is None:
-                tx.set_setting("vault_check", vault.check_token())
+                tx.settings.set("vault_check", vault.check_token())
             else:
                 vault.verify(token)
-            if tx.setting("catalog_seeded") is None:
+            if tx.settings.get("catalog_seeded") is None:
                 load_catalog(tx, DEFAULT_CATALOG)
-                tx.set_setting("catalog_seeded", "default")
+                tx.settings.set("catalog_seeded", "default")
 
         store.write_sync(initialise)
     except BaseException:
@@ -96,7 +96,7 @@ def build(config: ServerConfig, faults: FaultRules | None = None) -> tuple[ASGIA
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store.start()
-        resumed = fulfilment.load()
+        resumed = await fulfilment.load()
         # Everything built so far lives as long as the process: keep the collector off it,
         # so full collections under load scan only what requests create (shorter pauses).
         gc.collect()

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from oneclickdz.server.store.base import (
+    Conflict,
+    EntryType,
     Env,
     KeyRecord,
+    LedgerEntry,
+    Operation,
     OrderRecord,
+    OrderStatus,
     ProductRecord,
+    Reader,
     Scope,
     Store,
     StoreBusy,
@@ -17,10 +23,16 @@ from oneclickdz.server.store.base import (
 )
 
 __all__ = [
+    "Conflict",
+    "EntryType",
     "Env",
     "KeyRecord",
+    "LedgerEntry",
+    "Operation",
     "OrderRecord",
+    "OrderStatus",
     "ProductRecord",
+    "Reader",
     "Scope",
     "Store",
     "StoreBusy",

@@ -1,19 +1,48 @@
 """The storage interface the service is written against, and the records it exchanges.
 
-Routes and workers never see SQL: they call `Store.write(fn)` with a function of a `Tx`
-(run atomically) or read through `Store.reader()`. A PostgreSQL store implements the same
-two protocols; nothing above this module changes.
+Routes and workers never see SQL. A write is a function of a `Tx`, a unit of work holding one
+repository per aggregate (keys, ledger, catalog, inventory, orders, settings), run atomically
+by `Store.write(fn)`. Reads go through `Store.reader()`, a `Reader` offering only the read
+methods of those repositories, as coroutines: a network engine awaits its connection pool
+there and never blocks the event loop. Every engine implements these protocols; nothing above
+this package changes with the engine.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Literal, Protocol, TypeVar
 
 Env = Literal["SANDBOX", "PRODUCTION"]
 Scope = Literal["READ-WRITE", "READ-ONLY"]
 T = TypeVar("T")
+
+
+class OrderStatus(StrEnum):
+    """An order's state: HANDLING until fulfilment makes it one of the three final ones."""
+
+    HANDLING = "HANDLING"
+    FULFILLED = "FULFILLED"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    REFUNDED = "REFUNDED"
+
+
+class EntryType(StrEnum):
+    """Why money moved: the `type` of a ledger transaction, as listTransactions shows it."""
+
+    ORDER = "ORDER"
+    REFUND_ORDER = "REFUND-ORDER"
+    DEPOSIT = "DEPOSIT"
+    WITHDRAW = "WITHDRAW"
+
+
+class Operation(StrEnum):
+    """Which way money moved: the `operation` of a ledger transaction."""
+
+    CREDIT = "CREDIT"
+    DEBIT = "DEBIT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +86,7 @@ class OrderRecord:
     type_id: str
     quantity: int
     price_cents: int
-    status: str
+    status: OrderStatus
     fulfilled_quantity: int | None
     time: str
     due_at: float
@@ -66,14 +95,25 @@ class OrderRecord:
 @dataclass(frozen=True, slots=True)
 class TransactionRecord:
     id: str
-    type: str
-    operation: str
+    type: EntryType
+    operation: Operation
     amount_cents: int
     old_balance_cents: int
     new_balance_cents: int
     objid: str | None
     note: str
     time: str
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What the caller of `Ledger.move` decides about a movement; the store adds the amounts."""
+
+    id: str
+    type: EntryType
+    note: str
+    time: str
+    objid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +128,22 @@ class StoreBusy(Exception):
     """The database could not take the write lock in time (another process holds it)."""
 
 
-class Tx(Protocol):
-    """The operations of one transaction (or of a read-only view when used as a reader)."""
+class Conflict(Exception):
+    """A write broke a uniqueness rule of the database (an order's id or ref already used)."""
 
-    # accounts and keys
+
+# -- repositories inside a unit of work (synchronous: they run in the write transaction) --------
+
+
+class Keys(Protocol):
+    """Accounts and their API keys (only a key's hash is stored)."""
+
     def account_id(self, name: str) -> int | None: ...
-    def insert_account(self, name: str, now: str) -> int: ...
-    def insert_key(
+    def add_account(self, name: str, now: str) -> int:
+        """A new account with a zero balance in each environment; returns its id."""
+        ...
+
+    def add(
         self,
         key_hash: bytes,
         hint: str,
@@ -104,27 +153,49 @@ class Tx(Protocol):
         allowed_ips: Sequence[str],
         now: str,
     ) -> int: ...
-    def find_key(self, key_hash: bytes) -> tuple[bytes, KeyRecord] | None: ...
-    def set_key_enabled(self, key_hash: bytes, enabled: bool) -> bool: ...
+    def find(self, key_hash: bytes) -> tuple[bytes, KeyRecord] | None:
+        """The stored hash (compare it in constant time) and the key, or None."""
+        ...
 
-    # ledger
+    def set_enabled(self, key_hash: bytes, enabled: bool) -> bool:
+        """False when there is no such key."""
+        ...
+
+
+class Ledger(Protocol):
+    """Balances and the transactions that moved them."""
+
     def balance(self, account_id: int, env: Env) -> int: ...
-    def set_balance(self, account_id: int, env: Env, old_cents: int, new_cents: int) -> None: ...
-    def insert_transaction(self, account_id: int, env: Env, record: TransactionRecord) -> None: ...
+    def move(
+        self, account_id: int, env: Env, delta_cents: int, entry: LedgerEntry
+    ) -> TransactionRecord | None:
+        """Add `delta_cents` (negative: a debit) to the balance and record the transaction, as
+        one conditional update: None, and nothing written, if the balance would go below zero
+        (or the account has none)."""
+        ...
+
     def transactions(
         self, account_id: int, env: Env, window: TimeRange, limit: int, offset: int
-    ) -> tuple[list[TransactionRecord], int]: ...
+    ) -> tuple[list[TransactionRecord], int]:
+        """A page of transactions, newest first, and how many the window holds."""
+        ...
 
-    # catalog
+
+class Catalog(Protocol):
+    """Products and their types, in the catalog's order."""
+
     def upsert_product(self, product: ProductRecord, position: int) -> None: ...
     def upsert_type(self, ptype: TypeRecord, position: int) -> None: ...
     def product(self, product_id: str) -> ProductRecord | None: ...
-    def product_types(self, product_id: str) -> list[TypeRecord]: ...
-    def product_type(self, product_id: str, type_id: str) -> TypeRecord | None: ...
-    def catalog(self) -> list[ProductRecord]: ...
+    def types(self, product_id: str) -> list[TypeRecord]: ...
+    def type(self, product_id: str, type_id: str) -> TypeRecord | None: ...
+    def products(self) -> list[ProductRecord]: ...
 
-    # inventory
-    def insert_card(
+
+class Inventory(Protocol):
+    """Cards, sealed: imported ones waiting to be sold, and every card delivered."""
+
+    def add(
         self,
         product_id: str,
         type_id: str,
@@ -133,37 +204,152 @@ class Tx(Protocol):
         now: str,
         order_id: str | None = None,
         position: int | None = None,
-    ) -> int: ...
-    def fingerprints_present(self, fingerprints: Sequence[bytes]) -> set[bytes]: ...
-    def unsold_counts(self, product_id: str) -> dict[str, int]: ...
-    def sell_cards(self, product_id: str, type_id: str, order_id: str, count: int) -> int: ...
-    def next_card_id(self) -> int: ...
-    def cards_secrets_for_orders(self, order_ids: Sequence[str]) -> dict[str, list[bytes]]: ...
-
-    # orders
-    def insert_order(self, order: OrderRecord) -> None: ...
-    def order(self, order_id: str) -> OrderRecord | None: ...
-    def order_with_cards(self, order_id: str) -> tuple[OrderRecord, list[bytes]] | None:
-        """The order and its sealed cards, in delivery order."""
+    ) -> int:
+        """Store a card (already sold to `order_id` at `position` when given); returns its id."""
         ...
 
-    def order_id_by_ref(self, key_id: int, ref: str) -> str | None: ...
-    def finish_order(self, order_id: str, status: str, fulfilled: int, now: str) -> bool: ...
-    def handling_orders(self) -> list[tuple[float, str]]: ...
-    def orders(
+    def fingerprints_present(self, fingerprints: Sequence[bytes]) -> set[bytes]: ...
+    def unsold_counts(self, product_id: str) -> dict[str, int]:
+        """Unsold cards of a product, by type id (types with none are absent)."""
+        ...
+
+    def sell(self, product_id: str, type_id: str, order_id: str, count: int) -> int:
+        """Sell up to `count` unsold cards to the order, oldest first; returns how many.
+        A card is sold once: to one order, whatever runs concurrently."""
+        ...
+
+    def next_serials(self, count: int) -> int:
+        """Reserve `count` card serials from a sequence; returns the first. Serials only grow:
+        none is handed out twice."""
+        ...
+
+    def secrets_for_orders(self, order_ids: Sequence[str]) -> dict[str, list[bytes]]:
+        """The sealed cards of each order, in delivery order (orders without any are absent)."""
+        ...
+
+
+class Orders(Protocol):
+    """Gift-card orders."""
+
+    def add(self, order: OrderRecord) -> None:
+        """Store a new order; `Conflict` if its id, or its ref within its account and
+        environment, is already used."""
+        ...
+
+    def get(self, order_id: str) -> OrderRecord | None: ...
+    def with_cards(self, order_id: str) -> tuple[OrderRecord, list[bytes]] | None:
+        """The order and its sealed cards, in delivery order (one read: checkOrder's)."""
+        ...
+
+    def id_by_ref(self, account_id: int, env: Env, ref: str) -> str | None: ...
+    def finish(self, order_id: str, status: OrderStatus, fulfilled: int, now: str) -> bool:
+        """Make a HANDLING order final; False (nothing changed) if it was not HANDLING."""
+        ...
+
+    def handling(self) -> list[tuple[float, str]]:
+        """(due time, id) of every HANDLING order, soonest first."""
+        ...
+
+    def page(
+        self, account_id: int, env: Env, window: TimeRange, limit: int, offset: int
+    ) -> tuple[list[OrderRecord], int]:
+        """A page of orders, newest first (in placement order within a millisecond), and how
+        many the window holds."""
+        ...
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Orders by (env, status)."""
+        ...
+
+
+class Settings(Protocol):
+    """Named values the service keeps about its database (vault check, catalog seeded)."""
+
+    def get(self, name: str) -> str | None: ...
+    def set(self, name: str, value: str) -> None: ...
+
+
+class Tx(Protocol):
+    """One unit of work: every repository, inside one atomic transaction."""
+
+    @property
+    def keys(self) -> Keys: ...
+    @property
+    def ledger(self) -> Ledger: ...
+    @property
+    def catalog(self) -> Catalog: ...
+    @property
+    def inventory(self) -> Inventory: ...
+    @property
+    def orders(self) -> Orders: ...
+    @property
+    def settings(self) -> Settings: ...
+
+
+# -- the read-only side (asynchronous: a read never blocks the event loop) ----------------------
+
+
+class KeyReads(Protocol):
+    async def find(self, key_hash: bytes) -> tuple[bytes, KeyRecord] | None: ...
+
+
+class LedgerReads(Protocol):
+    async def balance(self, account_id: int, env: Env) -> int: ...
+    async def transactions(
+        self, account_id: int, env: Env, window: TimeRange, limit: int, offset: int
+    ) -> tuple[list[TransactionRecord], int]: ...
+
+
+class CatalogReads(Protocol):
+    async def product(self, product_id: str) -> ProductRecord | None: ...
+    async def types(self, product_id: str) -> list[TypeRecord]: ...
+    async def type(self, product_id: str, type_id: str) -> TypeRecord | None: ...
+    async def products(self) -> list[ProductRecord]: ...
+
+
+class InventoryReads(Protocol):
+    async def unsold_counts(self, product_id: str) -> dict[str, int]: ...
+    async def secrets_for_orders(self, order_ids: Sequence[str]) -> dict[str, list[bytes]]: ...
+
+
+class OrderReads(Protocol):
+    async def get(self, order_id: str) -> OrderRecord | None: ...
+    async def with_cards(self, order_id: str) -> tuple[OrderRecord, list[bytes]] | None: ...
+    async def id_by_ref(self, account_id: int, env: Env, ref: str) -> str | None: ...
+    async def handling(self) -> list[tuple[float, str]]: ...
+    async def page(
         self, account_id: int, env: Env, window: TimeRange, limit: int, offset: int
     ) -> tuple[list[OrderRecord], int]: ...
+    async def counts(self) -> dict[tuple[str, str], int]: ...
 
-    # settings
-    def setting(self, name: str) -> str | None: ...
-    def set_setting(self, name: str, value: str) -> None: ...
+
+class SettingsReads(Protocol):
+    async def get(self, name: str) -> str | None: ...
+
+
+class Reader(Protocol):
+    """The read methods of every repository, and nothing that writes; each read sees committed
+    data."""
+
+    @property
+    def keys(self) -> KeyReads: ...
+    @property
+    def ledger(self) -> LedgerReads: ...
+    @property
+    def catalog(self) -> CatalogReads: ...
+    @property
+    def inventory(self) -> InventoryReads: ...
+    @property
+    def orders(self) -> OrderReads: ...
+    @property
+    def settings(self) -> SettingsReads: ...
 
 
 class Store(Protocol):
-    """A database: atomic writes (group-committed where the engine allows) and fast reads."""
+    """A database: atomic writes (group-committed where the engine allows) and async reads."""
 
-    def reader(self) -> Tx:
-        """A view for reads on the calling thread; each statement sees committed data."""
+    def reader(self) -> Reader:
+        """The read-only view, for the calling thread's event loop."""
         ...
 
     async def write(self, fn: Callable[[Tx], T]) -> T:

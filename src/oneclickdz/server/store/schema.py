@@ -105,4 +105,16 @@ MIGRATIONS: list[list[str]] = [
         "DROP INDEX orders_by_account",
         "CREATE INDEX orders_by_account ON orders (account_id, env, time)",
     ],
+    # 3: card serials from a sequence, not MAX(id)+1 (seeded past every card id already used, so
+    # no serial repeats); a ref is unique per account and environment, not per key (the index
+    # refuses to build, and the migration rolls back, if two keys of one account already share
+    # a ref in one environment).
+    [
+        """CREATE TABLE sequences (
+            name TEXT PRIMARY KEY,
+            value INTEGER NOT NULL CHECK (value >= 0)
+        )""",
+        "INSERT INTO sequences (name, value) SELECT 'card_serial', COALESCE(MAX(id), 0) FROM cards",
+        "CREATE UNIQUE INDEX orders_by_ref ON orders (account_id, env, ref) WHERE ref IS NOT NULL",
+    ],
 ]
