@@ -134,6 +134,17 @@ def test_a_reused_ref_is_refused_with_the_existing_order(api: Api, sandbox_key: 
     assert balance(c) == 100_000 - 490  # charged once
 
 
+def test_a_ref_is_the_accounts_whichever_key_retries_it(service: Service, api: Api) -> None:
+    """A retry through another key of the same account finds the order: never a second charge."""
+    first_key = api(service.create_key(sandbox=True, account="two-tills", balance=10_000))
+    second_key = api(service.create_key(sandbox=True, account="two-tills"))
+    order_id = place(first_key, ref="till-7")
+    body = {**ORDER, "ref": "till-7"}
+    err = error(second_key.post("/gift-cards/placeOrder", json=body), 403, "DUPLICATED_REF")
+    assert err["details"] == {"orderId": order_id}
+    assert balance(second_key) == 10_000 - 490  # charged once
+
+
 def test_orders_belong_to_their_account_and_environment(service: Service, api: Api) -> None:
     sandbox = api(service.create_key(sandbox=True, account="owner", balance=10_000))
     production = api(service.create_key(sandbox=False, account="owner", balance=3_000))
