@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python -m oneclickdz demo
 
+# One worker per core (pytest-xdist): each worker starts its own services and databases.
+# `make test PYTEST_ARGS="-n 0"` runs the tests one after another.
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench
