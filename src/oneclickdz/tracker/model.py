@@ -117,6 +117,13 @@ class TrackedOrder:
     last_error: str | None = None
     adopted: bool = False
 
+    def requeue_for_delivery(self) -> None:
+        """Back to FINAL, due now, with a fresh count of delivery attempts (`track retry`)."""
+        self.state = State.FINAL
+        self.delivery_attempts = 0
+        self.next_at = 0.0
+        self.last_error = None
+
     @property
     def delivery_key(self) -> str:
         """Stable across restarts and retries: the merchant's handler drops a repeat by it."""

@@ -457,10 +457,7 @@ class PostgresTrackerStore(TrackerStore):
             order = _order(row)
             if order.state not in from_states:
                 return order, False
-            order.state = State.FINAL
-            order.delivery_attempts = 0
-            order.next_at = 0.0
-            order.last_error = None
+            order.requeue_for_delivery()
             await conn.execute(
                 "UPDATE tracker_orders SET state = %s, delivery_attempts = 0, next_at = 0, "
                 "last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = %s",

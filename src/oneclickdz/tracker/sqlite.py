@@ -331,10 +331,7 @@ class SQLiteTrackerStore(TrackerStore):
                 order = _order(row)
                 if order.state not in from_states:
                     return order, False
-                order.state = State.FINAL
-                order.delivery_attempts = 0
-                order.next_at = 0.0
-                order.last_error = None
+                order.requeue_for_delivery()
                 c.execute(_SAVE, _changes(order))
                 self._bump(c)
         return order, True
