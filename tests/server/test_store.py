@@ -28,6 +28,7 @@ from oneclickdz.server.store import (
     OrderStatus,
     ProductRecord,
     Store,
+    StoreUnavailable,
     TimeRange,
     Tx,
     TypeRecord,
@@ -35,6 +36,8 @@ from oneclickdz.server.store import (
 )
 from oneclickdz.server.store.schema import MIGRATIONS
 from oneclickdz.server.store.sqlite import SqliteStore
+from oneclickdz.server.testing import free_port
+from tests import pg
 
 NOW = "2025-10-29T01:00:00.000Z"
 
@@ -48,9 +51,15 @@ def sqlite_database(tmp_path: Path) -> Iterator[str]:
     yield url(tmp_path / "contract.db")
 
 
+@contextlib.contextmanager
+def postgres_database(tmp_path: Path) -> Iterator[str]:
+    yield pg.fresh_url()  # a fresh schema of the run's database, dropped with it
+
+
 # Engine name -> a fresh database's URL for one test.
 ENGINES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
     "sqlite": sqlite_database,
+    "postgresql": postgres_database,
 }
 
 
@@ -95,11 +104,12 @@ def order(
     env: Env = "SANDBOX",
     ref: str | None = None,
     time: str = NOW,
+    due_at: float = 0.0,
 ) -> OrderRecord:
     return OrderRecord(
         id=order_id, account_id=account_id, env=env, key_id=key_id, ref=ref, product_id="p1",
         type_id="t1", quantity=1, price_cents=490, status=OrderStatus.HANDLING,
-        fulfilled_quantity=None, time=time, due_at=0.0,
+        fulfilled_quantity=None, time=time, due_at=due_at,
     )  # fmt: skip
 
 
@@ -234,18 +244,20 @@ async def test_a_card_is_sold_once(engine: Store) -> None:
 
 @pytest.mark.anyio
 async def test_card_serials_only_grow(engine: Store) -> None:
-    def reserve(count: int) -> Callable[[Tx], int]:
+    def reserve(count: int) -> Callable[[Tx], list[int]]:
         return lambda tx: tx.inventory.next_serials(count)
 
     counts = [1, 3, 2, 5, 1] * 4
-    firsts = await asyncio.gather(*(engine.write(reserve(n)) for n in counts))
-    serials = [first + i for first, n in zip(firsts, counts, strict=True) for i in range(n)]
+    reserved = await asyncio.gather(*(engine.write(reserve(n)) for n in counts))
+    assert [len(r) for r in reserved] == counts
+    assert all(r == sorted(r) for r in reserved)
+    serials = [serial for r in reserved for serial in r]
     assert len(set(serials)) == len(serials) == sum(counts)  # none handed out twice
-    later = await engine.write(reserve(1))
+    [later] = await engine.write(reserve(1))
     assert later > max(serials)
-    with pytest.raises(ZeroDivisionError):  # a failed write does not hand out a serial
+    with pytest.raises(ZeroDivisionError):  # a failed write's serials are not handed out again
         await engine.write(lambda tx: (tx.inventory.next_serials(4), 1 / 0))
-    assert await engine.write(reserve(1)) > later
+    assert (await engine.write(reserve(1)))[0] > later
 
 
 # -- the contract: orders -------------------------------------------------------------------------
@@ -257,7 +269,7 @@ async def test_an_order_is_finished_once(engine: Store) -> None:
     owner, key_id = account(engine)
     await engine.write(lambda tx: tx.orders.add(order("o1", owner, key_id)))
     reader = engine.reader()
-    assert await reader.orders.handling() == [(0.0, "o1")]
+    assert await reader.orders.next_due(1.0) == 0.0
     finish = engine.write(lambda tx: tx.orders.finish("o1", OrderStatus.REFUNDED, 0, NOW))
     assert await finish is True
     again = engine.write(lambda tx: tx.orders.finish("o1", OrderStatus.FULFILLED, 1, NOW))
@@ -265,8 +277,56 @@ async def test_an_order_is_finished_once(engine: Store) -> None:
     found = await reader.orders.with_cards("o1")
     assert found is not None
     assert found[0].status is OrderStatus.REFUNDED and found[1] == []
-    assert await reader.orders.handling() == []
+    assert await reader.orders.next_due(1.0) is None
     assert (await reader.orders.counts())["SANDBOX", "REFUNDED"] == 1
+
+
+@pytest.mark.anyio
+async def test_due_orders_are_claimed_soonest_first_by_one_owner_until_the_lease_ends(
+    engine: Store,
+) -> None:
+    product(engine)
+    owner, key_id = account(engine)
+    for order_id, due in (("late", 30.0), ("soon", 10.0), ("mid", 20.0), ("later", 99.0)):
+        await engine.write(partial(add_order, placed=order(order_id, owner, key_id, due_at=due)))
+    reader = engine.reader()
+    assert await reader.orders.next_due(0.0) == 10.0
+
+    def claim(now: float, who: str, until: float, limit: int = 10) -> Callable[[Tx], list[str]]:
+        return lambda tx: tx.orders.claim_due(now, who, until, limit)
+
+    assert await engine.write(claim(5.0, "a", 100.0)) == []  # nothing due yet
+    assert await engine.write(claim(25.0, "a", 40.0, limit=1)) == ["soon"]
+    assert await engine.write(claim(25.0, "a", 40.0)) == ["mid"]
+    # Leased orders are neither due for another claimant nor counted as due before the lease
+    # ends; then they are, with their own due time.
+    assert await engine.write(claim(35.0, "b", 50.0)) == ["late"]
+    assert await reader.orders.next_due(35.0) == 99.0
+    assert await reader.orders.next_due(40.0) == 10.0
+    assert await engine.write(claim(41.0, "b", 60.0)) == ["soon", "mid"]
+    # A final order is never claimed again, whatever its lease.
+    await engine.write(lambda tx: tx.orders.finish("soon", OrderStatus.FULFILLED, 1, NOW))
+    assert await engine.write(claim(61.0, "c", 70.0)) == ["mid", "late"]
+    locked = await engine.write(lambda tx: tx.orders.lock("mid"))
+    assert locked is not None and locked.id == "mid" and locked.status is OrderStatus.HANDLING
+    assert await engine.write(lambda tx: tx.orders.lock("nope")) is None
+
+
+@pytest.mark.anyio
+async def test_concurrent_claims_never_share_an_order(engine: Store) -> None:
+    product(engine)
+    owner, key_id = account(engine)
+    ids = [f"o{i:03d}" for i in range(60)]
+    for n, order_id in enumerate(ids):
+        await engine.write(partial(add_order, placed=order(order_id, owner, key_id, due_at=n)))
+
+    def claim(tx: Tx, who: str) -> list[str]:
+        return tx.orders.claim_due(100.0, who, 200.0, 7)
+
+    claims = await asyncio.gather(*(engine.write(partial(claim, who=w)) for w in "abcdefghij"))
+    claimed = [order_id for batch in claims for order_id in batch]
+    assert sorted(claimed) == ids  # all 60, each once
+    assert await engine.write(lambda tx: tx.orders.claim_due(100.0, "z", 200.0, 100)) == []
 
 
 @pytest.mark.anyio
@@ -294,7 +354,7 @@ async def test_the_reader_only_reads_and_sees_what_was_committed(engine: Store) 
         assert methods, name
         assert all(inspect.iscoroutinefunction(getattr(repo, m)) for m in methods), name
         writes = {"add", "add_account", "set_enabled", "move", "upsert_product", "sell", "set",
-                  "finish", "next_serials", "upsert_type"}  # fmt: skip
+                  "finish", "next_serials", "upsert_type", "claim_due", "lock"}  # fmt: skip
         assert not methods & writes, name
     assert await reader.settings.get("x") is None
     await engine.write(lambda tx: tx.settings.set("x", "1"))
@@ -322,10 +382,19 @@ def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
         open_store(url(db))
 
 
-@pytest.mark.parametrize("bad", ["postgres://x/y", "sqlite://", "sqlite:///:memory:", "file.db"])
+@pytest.mark.parametrize("bad", ["mysql://x/y", "sqlite://", "sqlite:///:memory:", "file.db"])
 def test_unusable_urls_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match=r"SQLite|scheme|in-memory"):
         open_store(bad)
+
+
+def test_an_unreachable_postgresql_is_one_clear_error_without_the_password() -> None:
+    closed_port = free_port()
+    with pytest.raises(StoreUnavailable) as caught:
+        open_store(f"postgresql://someone:s3cret-pw@127.0.0.1:{closed_port}/db")
+    message = str(caught.value)
+    assert message.startswith(f"cannot connect to postgresql://someone@127.0.0.1:{closed_port}/db")
+    assert "s3cret-pw" not in message and "\n" not in message
 
 
 def test_write_sync_works_with_and_without_the_writer_thread(tmp_path: Path) -> None:
@@ -386,7 +455,7 @@ async def test_a_version_2_database_is_migrated_in_place(tmp_path: Path) -> None
         assert await reader.ledger.balance(1, "SANDBOX") == 100
         assert await reader.inventory.unsold_counts("p") == {"t": 2}
         # Serials continue past every card id already used: none repeats an old one.
-        assert store.write_sync(lambda tx: tx.inventory.next_serials(2)) == 8
+        assert store.write_sync(lambda tx: tx.inventory.next_serials(2)) == [8, 9]
         # Refs are now unique per account: the other key cannot reuse the first key's ref.
         moved = order("new", 1, 2, ref="ref-a")
         with pytest.raises(Conflict):

@@ -7,6 +7,9 @@ after S seconds), `reset` (drop the connection before handling), `reset-after` (
 place the order — then drop the connection), `empty` (handle, then answer 200 with an empty
 body) or `malformed` (handle, then answer 200 with truncated JSON).
 `xN` stops the rule after N hits.
+One more route is not a request: `fulfil:RATE:delay=S` holds the orders a fulfilment round
+has just claimed for S seconds before finishing them (a slow supplier; the round's leases stay
+held), so tests can kill a process while it holds leases. `*` never matches it.
 Every draw comes from the service's seeded generator, so a seed replays the same faults.
 """
 
@@ -30,6 +33,7 @@ ROUTE_NAMES = frozenset(
     {"ping", "validate", "balance", "transactions", "catalog", "checkProduct", "placeOrder",
      "checkOrder", "list"}
 )  # fmt: skip
+FULFIL = "fulfil"  # not a route: fulfilment rounds (only `delay=S` applies)
 _STATUS = {
     500: ("INTERNAL_ERROR", "Internal server error (injected fault)"),
     503: ("SERVICE_UNAVAILABLE", "Service temporarily unavailable (injected fault)"),
@@ -58,10 +62,10 @@ def parse_faults(text: str) -> list[FaultRule]:
         if len(parts) not in (3, 4):
             raise ValueError(f"fault rule {raw!r}: expected route:rate:fault[:xN]")
         route, rate_text, fault = parts[0], parts[1], parts[2]
-        if route != "*" and route not in ROUTE_NAMES:
+        if route not in ("*", FULFIL) and route not in ROUTE_NAMES:
             raise ValueError(
                 f"fault rule {raw!r}: unknown route {route!r} "
-                f"(one of {', '.join(sorted(ROUTE_NAMES))} or *)"
+                f"(one of {', '.join(sorted(ROUTE_NAMES))}, * or {FULFIL})"
             )
         try:
             rate = float(rate_text)
@@ -75,6 +79,8 @@ def parse_faults(text: str) -> list[FaultRule]:
             if not (count.startswith("x") and count[1:].isdigit() and int(count[1:]) > 0):
                 raise ValueError(f"fault rule {raw!r}: the limit must look like x3")
             rule.limit = int(count[1:])
+        if route == FULFIL and rule.kind != "delay":
+            raise ValueError(f"fault rule {raw!r}: {FULFIL} takes only delay=S")
         rules.append(rule)
     return rules
 
@@ -110,6 +116,17 @@ class FaultRules:
         A rule that does not parse raises and leaves the rules in force as they were.
         """
         self.rules = parse_faults(text)  # one assignment: a request sees the old or new list
+
+    def fulfil_delay(self, rng: random.Random) -> float:
+        """Seconds the fulfilment round starting now holds its claimed orders (0: none)."""
+        for rule in self.rules:
+            if rule.route != FULFIL or (rule.limit is not None and rule.hits >= rule.limit):
+                continue
+            if rng.random() < rule.rate:
+                rule.hits += 1
+                log.info("fault injected", extra={"fault": str(rule)})
+                return rule.seconds
+        return 0.0
 
 
 class FaultInjector:

@@ -1,9 +1,13 @@
 """Fulfilment workers: turn HANDLING orders final when their persisted due time comes.
 
-Due times live in the database, so the queue is rebuilt from it at start-up: orders left
-HANDLING by a stopped service are finished after it restarts. Orders due together are finished
-together (the store commits them as one group); a failure puts the order back a second later,
-so no order is ever dropped.
+The database is the queue. Every service process runs one worker that claims due orders with a
+lease (`Orders.claim_due`: `lease_owner`, `lease_until`) and finishes them; a process that dies
+holding leases loses them when they end, and another process (or this one, restarted) claims
+those orders then. Nothing is rebuilt at start-up and nothing is kept in memory but a wake-up
+hint: a placement in this process wakes the worker at its order's due time; orders placed by
+other processes are found by polling the soonest due time at least every `POLL` seconds.
+Finishing is idempotent (the order's row is locked and must still be HANDLING), so an order
+claimed twice — a lease that ran out under load — is still finished once.
 
 For tests, the fulfilment clock can be moved forward (`advance`) and orders finished at once
 (`finish_now`); both run on the service's loop and return once the orders are final.
@@ -13,92 +17,130 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
+import os
 import random
+import socket
 import time
+import uuid
 from collections.abc import Callable
 from functools import partial
 
 from oneclickdz.server import orders
 from oneclickdz.server.formats import now_iso
-from oneclickdz.server.store import Store
+from oneclickdz.server.store import Store, Tx
 from oneclickdz.server.vault import Vault
 
 log = logging.getLogger("oneclickdz.server.fulfilment")
 
 MAX_BATCH = 512
-RETRY_DELAY = 1.0
+DEFAULT_LEASE = 10.0  # seconds a claimed order stays with its claimant
+POLL = 0.5  # seconds between looks for orders due from other processes
+RETRY_DELAY = 1.0  # seconds before the worker looks again after a failed round
+
+
+def _claim(tx: Tx, *, now: float, owner: str, until: float) -> list[str]:
+    return tx.orders.claim_due(now, owner, until, MAX_BATCH)
 
 
 class Fulfilment:
-    def __init__(self, store: Store, vault: Vault, rng: random.Random) -> None:
+    def __init__(
+        self,
+        store: Store,
+        vault: Vault,
+        rng: random.Random,
+        lease: float = DEFAULT_LEASE,
+        owner: str | None = None,
+    ) -> None:
         self._store = store
         self._vault = vault
         self._rng = rng
-        self._heap: list[tuple[float, str]] = []
+        self.lease = lease
+        # Who holds a lease: unique per process run, readable by an operator.
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._wake = asyncio.Event()
+        self._wake_at = 0.0  # when the worker will next look, on the fulfilment clock
+        self._round = asyncio.Lock()  # one claim-and-finish round at a time in this process
         self._offset = 0.0  # seconds the fulfilment clock runs ahead of the wall clock
+        self.pending = 0  # orders claimed by this process and not yet finished
         self.finished = 0
         # For the metrics: called with each final order's lag, in seconds after its due time.
         self.on_final: Callable[[float], None] = lambda lag: None
+        # Fault injection (`fulfil:RATE:delay=S`): seconds to hold a round's claimed orders.
+        self.stall: Callable[[], float] = lambda: 0.0
+        self._held: set[asyncio.Task[None]] = set()
 
     def now(self) -> float:
         """The fulfilment clock: wall-clock time, plus however far tests advanced it."""
         return time.time() + self._offset
 
-    async def load(self) -> int:
-        """Queue every order the database holds as HANDLING; returns how many."""
-        self._heap = list(await self._store.reader().orders.handling())
-        heapq.heapify(self._heap)
-        return len(self._heap)
-
     def schedule(self, order_id: str, due_at: float) -> None:
-        heapq.heappush(self._heap, (due_at, order_id))
-        if self._heap[0][1] == order_id:
+        """A hint from a placement in this process: wake up by `due_at` (the order itself is
+        in the database already)."""
+        if due_at < self._wake_at:
             self._wake.set()
 
-    @property
-    def pending(self) -> int:
-        return len(self._heap)
-
     async def run(self) -> None:
-        """Finish orders as they come due, until cancelled."""
+        """Claim and finish orders as they come due, until cancelled."""
         while True:
-            now = self.now()
-            due: list[str] = []
-            while self._heap and self._heap[0][0] <= now and len(due) < MAX_BATCH:
-                due.append(heapq.heappop(self._heap)[1])
-            if due:
-                # Seeds are drawn on the loop, in due order: a seeded run replays.
-                await self._finish_all(due)
-                continue
             self._wake.clear()
-            timeout = self._heap[0][0] - now if self._heap else None
+            try:
+                async with self._round:
+                    await self._drain()
+                now = self.now()
+                due = await self._store.reader().orders.next_due(now)
+                wait = POLL if due is None else min(POLL, max(0.0, due - now))
+            except Exception:
+                log.exception("fulfilment round failed; retrying")
+                wait = RETRY_DELAY
+            self._wake_at = self.now() + wait
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def advance(self, seconds: float) -> int:
         """Move the fulfilment clock forward and finish every order now due; returns how many
-        orders were due. Time never goes back: a negative advance is refused."""
+        this process claimed. Time never goes back: a negative advance is refused."""
         if seconds < 0:
             raise ValueError("the fulfilment clock only moves forward")
-        self._offset += seconds
-        now = self.now()
-        due: list[str] = []
-        while self._heap and self._heap[0][0] <= now:
-            due.append(heapq.heappop(self._heap)[1])
-        await self._finish_all(due)
-        return len(due)
+        async with self._round:  # the worker's round in progress ends first; none starts
+            self._offset += seconds
+            return await self._drain()
 
     async def finish_now(self, order_ids: list[str]) -> None:
-        """Finish these orders now, whatever their due time (already final ones are skipped)."""
+        """Finish these orders now, whatever their due time or lease (final ones are skipped)."""
         await self._finish_all(order_ids)
 
+    async def _drain(self) -> int:
+        """Claim what is due, finish it, and again until nothing is due; how many claimed."""
+        total = 0
+        while True:
+            now = self.now()
+            claimed = await self._store.write(
+                partial(_claim, now=now, owner=self.owner, until=now + self.lease)
+            )
+            if not claimed:
+                return total
+            total += len(claimed)
+            if hold := self.stall():  # finished later, by a task of its own: rounds go on
+                task = asyncio.create_task(self._finish_claimed(claimed, hold))
+                self._held.add(task)
+                task.add_done_callback(self._held.discard)
+            else:
+                await self._finish_claimed(claimed)
+
+    async def _finish_claimed(self, order_ids: list[str], hold: float = 0.0) -> None:
+        self.pending += len(order_ids)
+        try:
+            if hold:
+                await asyncio.sleep(hold)
+            await self._finish_all(order_ids)
+        finally:
+            self.pending -= len(order_ids)
+
     async def _finish_all(self, order_ids: list[str]) -> None:
+        # Seeds are drawn on the loop, in due order: a seeded run replays.
         seeds = [self._rng.getrandbits(64) for _ in order_ids]
         await asyncio.gather(*(self._finish(o, s) for o, s in zip(order_ids, seeds, strict=True)))
-        self._wake.set()
 
     async def _finish(self, order_id: str, code_seed: int) -> None:
         try:
@@ -107,8 +149,11 @@ class Fulfilment:
                         code_seed=code_seed, now=now_iso())
             )  # fmt: skip
         except Exception:
-            log.exception("fulfilment failed; retrying", extra={"orderId": order_id})
-            self.schedule(order_id, self.now() + RETRY_DELAY)
+            # Still HANDLING and leased to us: claimed again when the lease ends.
+            log.exception(
+                "fulfilment failed; retried when its lease ends",
+                extra={"orderId": order_id, "lease": self.lease},
+            )
             return
         if order is not None:
             self.finished += 1

@@ -125,7 +125,7 @@ class StoreCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         pending = GaugeMetricFamily(
             "oneclickdz_fulfilment_pending",
-            "Orders HANDLING and waiting in this service's fulfilment queue.",
+            "Orders this process has claimed (leased) for fulfilment and not yet finished.",
         )
         pending.add_metric([], self._pending())
         yield pending

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from oneclickdz.server import ledger
 from oneclickdz.server.errors import ServiceError, not_found, validation
 from oneclickdz.server.store import (
+    Conflict,
     EntryType,
     Env,
     KeyRecord,
@@ -59,9 +60,7 @@ def place(
     """Create the order and debit `quantity × price`, or refuse without changing anything."""
     ref = cmd.ref
     if ref is not None and (existing := tx.orders.id_by_ref(key.account_id, key.env, ref)):
-        raise ServiceError(
-            403, "DUPLICATED_REF", "This reference ID is already in use", {"orderId": existing}
-        )
+        raise _duplicated_ref(existing)
     product = tx.catalog.product(cmd.product_id)
     if product is None:
         raise not_found(f"Product '{cmd.product_id}' not found")
@@ -109,8 +108,22 @@ def place(
         time=now,
         due_at=due_at,
     )
-    tx.orders.add(order)
+    try:
+        tx.orders.add(order)
+    except Conflict:
+        # Another placement with this ref committed after the check above (another process, on
+        # an engine where writers run concurrently): the database's unique index decided.
+        existing = tx.orders.id_by_ref(key.account_id, key.env, ref) if ref is not None else None
+        if existing is None:
+            raise
+        raise _duplicated_ref(existing) from None
     return order
+
+
+def _duplicated_ref(order_id: str) -> ServiceError:
+    return ServiceError(
+        403, "DUPLICATED_REF", "This reference ID is already in use", {"orderId": order_id}
+    )
 
 
 def counts_inventory(env: Env) -> bool:
@@ -164,15 +177,15 @@ def fulfil(tx: Tx, vault: Vault, order_id: str, *, code_seed: int, now: str) -> 
     Returns the final order, or None when it was not HANDLING (already finished elsewhere),
     which makes running it twice harmless.
     """
-    order = tx.orders.get(order_id)
+    order = tx.orders.lock(order_id)  # a fulfilment elsewhere waits, then sees it final
     if order is None or order.status != HANDLING:
         return None
     context = card_context(order.product_id, order.type_id)
     if order.env == "SANDBOX":
         delivered = sandbox_quantity(order.type_id, order.quantity)
-        first_serial = tx.inventory.next_serials(delivered) if delivered else 0
+        serials = tx.inventory.next_serials(delivered) if delivered else []
         for index in range(delivered):
-            value, serial = sandbox_card(code_seed, index, first_serial + index)
+            value, serial = sandbox_card(code_seed, index, serials[index])
             tx.inventory.add(
                 order.product_id, order.type_id, vault.seal_card(value, serial, context),
                 vault.fingerprint(value), now, order_id=order.id, position=index,

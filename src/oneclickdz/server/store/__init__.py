@@ -16,6 +16,7 @@ from oneclickdz.server.store.base import (
     Scope,
     Store,
     StoreBusy,
+    StoreUnavailable,
     TimeRange,
     TransactionRecord,
     Tx,
@@ -36,6 +37,7 @@ __all__ = [
     "Scope",
     "Store",
     "StoreBusy",
+    "StoreUnavailable",
     "TimeRange",
     "TransactionRecord",
     "Tx",
@@ -45,7 +47,8 @@ __all__ = [
 
 
 def open_store(url: str, busy_timeout: float = 5.0) -> Store:
-    """Open (and migrate) the database at `url`; only `sqlite:///…` is supported so far.
+    """Open (and migrate) the database at `url`: `sqlite:///path/to/file.db` (one machine, the
+    embedded default) or `postgresql://user@host:port/dbname` (several processes).
 
     `busy_timeout`: seconds a write waits for another process's lock before `StoreBusy`.
     """
@@ -53,5 +56,12 @@ def open_store(url: str, busy_timeout: float = 5.0) -> Store:
         from oneclickdz.server.store.sqlite import SqliteStore
 
         return SqliteStore(url, busy_timeout)
+    if url.startswith(("postgresql://", "postgres://")):
+        from oneclickdz.server.store.postgres import PgStore
+
+        return PgStore(url, busy_timeout)
     scheme = url.split(":", 1)[0]
-    raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:///path/to/file.db")
+    raise ValueError(
+        f"unsupported database URL scheme {scheme!r}: use sqlite:///path/to/file.db or "
+        "postgresql://user@host:port/dbname"
+    )

@@ -128,6 +128,10 @@ class StoreBusy(Exception):
     """The database could not take the write lock in time (another process holds it)."""
 
 
+class StoreUnavailable(RuntimeError):
+    """The database cannot be reached (or refused us) when the store opens."""
+
+
 class Conflict(Exception):
     """A write broke a uniqueness rule of the database (an order's id or ref already used)."""
 
@@ -218,9 +222,10 @@ class Inventory(Protocol):
         A card is sold once: to one order, whatever runs concurrently."""
         ...
 
-    def next_serials(self, count: int) -> int:
-        """Reserve `count` card serials from a sequence; returns the first. Serials only grow:
-        none is handed out twice."""
+    def next_serials(self, count: int) -> list[int]:
+        """Reserve `count` card serials from a sequence, in increasing order. Serials only
+        grow and none is handed out twice, across processes too (they need not be contiguous;
+        one reserved by a write that failed is not reused)."""
         ...
 
     def secrets_for_orders(self, order_ids: Sequence[str]) -> dict[str, list[bytes]]:
@@ -242,12 +247,24 @@ class Orders(Protocol):
         ...
 
     def id_by_ref(self, account_id: int, env: Env, ref: str) -> str | None: ...
+    def lock(self, order_id: str) -> OrderRecord | None:
+        """The order, locked against every other writer until this unit of work ends."""
+        ...
+
     def finish(self, order_id: str, status: OrderStatus, fulfilled: int, now: str) -> bool:
         """Make a HANDLING order final; False (nothing changed) if it was not HANDLING."""
         ...
 
-    def handling(self) -> list[tuple[float, str]]:
-        """(due time, id) of every HANDLING order, soonest first."""
+    def claim_due(self, now: float, owner: str, until: float, limit: int) -> list[str]:
+        """Lease to `owner` until `until` up to `limit` HANDLING orders due by `now` whose lease
+        is free or ended; their ids, soonest due first. Rows another unit of work is claiming
+        are skipped, never waited for, so claimants in several processes never block each
+        other and never get the same order while its lease runs."""
+        ...
+
+    def next_due(self, now: float) -> float | None:
+        """The due time of the soonest HANDLING order not leased beyond `now` (None if none):
+        when a fulfilment worker has something to claim."""
         ...
 
     def page(
@@ -316,7 +333,7 @@ class OrderReads(Protocol):
     async def get(self, order_id: str) -> OrderRecord | None: ...
     async def with_cards(self, order_id: str) -> tuple[OrderRecord, list[bytes]] | None: ...
     async def id_by_ref(self, account_id: int, env: Env, ref: str) -> str | None: ...
-    async def handling(self) -> list[tuple[float, str]]: ...
+    async def next_due(self, now: float) -> float | None: ...
     async def page(
         self, account_id: int, env: Env, window: TimeRange, limit: int, offset: int
     ) -> tuple[list[OrderRecord], int]: ...

@@ -117,4 +117,10 @@ MIGRATIONS: list[list[str]] = [
         "INSERT INTO sequences (name, value) SELECT 'card_serial', COALESCE(MAX(id), 0) FROM cards",
         "CREATE UNIQUE INDEX orders_by_ref ON orders (account_id, env, ref) WHERE ref IS NOT NULL",
     ],
+    # 4: fulfilment is claimed from the database: a HANDLING order is leased to one process
+    # (`lease_owner`) until `lease_until` (seconds since the epoch), then free to claim again.
+    [
+        "ALTER TABLE orders ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE orders ADD COLUMN lease_until REAL",
+    ],
 ]

@@ -2,33 +2,30 @@
 
 Every write runs in `BEGIN IMMEDIATE` (the write lock is taken before the first read, so a
 read-then-write decision cannot be invalidated by another writer, in this process or another).
-Writes submitted together share one transaction and one fsync; each runs inside its own
-SAVEPOINT, so one that fails is rolled back alone. Reads go through a per-thread, query-only
-connection and never wait for the writer (WAL readers see the last committed state).
+Writes submitted together share one transaction and one fsync (`batching`). Reads go through a
+per-thread, query-only connection and never wait for the writer (WAL readers see the last
+committed state).
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
-import queue
 import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from oneclickdz.server.store.base import StoreBusy, Tx
+from oneclickdz.server.store.batching import GroupCommit, Outcome, run_batch
+from oneclickdz.server.store.reader import RepositoryReader
 from oneclickdz.server.store.schema import MIGRATIONS
-from oneclickdz.server.store.sqlite_reader import SqliteReader
 from oneclickdz.server.store.sqlite_repos import SqliteOrders, SqliteTx
 
 T = TypeVar("T")
 log = logging.getLogger("oneclickdz.server.store")
 
-MAX_BATCH = 512
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's lock
 
 
@@ -53,6 +50,45 @@ def _connect(path: Path, busy_timeout: float, *, read_only: bool = False) -> sql
     return conn
 
 
+class _SqliteOps:
+    """`BatchOps` on one connection."""
+
+    __slots__ = ("_c", "tx")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+        self.tx: Tx = SqliteTx(conn)
+
+    def begin(self) -> None:
+        """Take the write lock now, or say the database is busy once the wait runs out."""
+        try:
+            self._c.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreBusy("the database is locked by another writer") from exc
+            raise
+
+    def savepoint(self) -> None:
+        self._c.execute("SAVEPOINT job")
+
+    def release(self) -> None:
+        self._c.execute("RELEASE job")
+
+    def rollback_to(self) -> None:
+        self._c.execute("ROLLBACK TO job")
+        self._c.execute("RELEASE job")
+
+    def commit(self) -> None:
+        self._c.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._c.in_transaction:
+            self._c.execute("ROLLBACK")
+
+    def aborts_batch(self, exc: BaseException) -> bool:
+        return False  # the write lock is held since BEGIN: no job can deadlock another
+
+
 class SqliteStore:
     """A `Store` on one SQLite file."""
 
@@ -61,8 +97,7 @@ class SqliteStore:
         self.busy_timeout = busy_timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
+        self._writer = GroupCommit(self._run_batch)
         self._direct_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
@@ -80,18 +115,11 @@ class SqliteStore:
 
     def start(self) -> None:
         """Start the writer thread; until then writes run directly on the caller's thread."""
-        if self._writer is None:
-            self._writer = threading.Thread(
-                target=self._write_loop, name="oneclickdz-db-writer", daemon=True
-            )
-            self._writer.start()
+        self._writer.start()
 
     def close(self) -> None:
         """Finish every queued write, then close all connections."""
-        if self._writer is not None:
-            self._queue.put(None)
-            self._writer.join()
-            self._writer = None
+        self._writer.stop()
         with self._connections_lock:
             for conn in self._connections:
                 conn.close()
@@ -133,42 +161,37 @@ class SqliteStore:
 
     # -- reads and writes ------------------------------------------------------------------
 
-    def reader(self) -> SqliteReader:
+    def reader(self) -> RepositoryReader:
         """The calling thread's reader (made once per thread, on its own query-only connection)."""
-        reader: SqliteReader | None = getattr(self._local, "reader", None)
+        reader: RepositoryReader | None = getattr(self._local, "reader", None)
         if reader is None:
-            reader = self._local.reader = SqliteReader(self._read_connection())
+            tx = SqliteTx(self._read_connection())
+
+            async def run(fn: Callable[[Tx], Any]) -> Any:
+                return fn(tx)
+
+            reader = self._local.reader = RepositoryReader(run)
         return reader
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
-        if self._writer is None:
+        if not self._writer.running:
             return self.write_sync(fn)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Job(fn, loop, future))
-        return cast(T, await future)
+        return await self._writer.submit(fn)
 
     def write_sync(self, fn: Callable[[Tx], T]) -> T:
-        if self._writer is not None and threading.current_thread() is not self._writer:
-            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-            self._queue.put(_Job(fn, None, future))
-            return cast(T, future.result())
+        if self._writer.running and not self._writer.on_writer_thread():
+            return self._writer.submit_sync(fn)
         with self._direct_lock:
-            conn = self._connection()
-            _begin(conn)
-            try:
-                result = fn(SqliteTx(conn))
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+            result, exc = run_batch(_SqliteOps(self._connection()), [fn])[0]
+            if exc is not None:
+                raise exc
+            return result  # type: ignore[no-any-return]
 
     # -- read-only figures for the metrics -------------------------------------------------
 
     def write_queue_depth(self) -> int:
         """Writes submitted and not yet taken by the writer thread (approximate, lock-free)."""
-        return self._queue.qsize()
+        return self._writer.depth()
 
     def order_counts(self) -> dict[tuple[str, str], int]:
         """Orders by (env, status), counted now on the calling thread (the metrics call this off
@@ -182,103 +205,14 @@ class SqliteStore:
             conn = self._local.read_conn = self._open(read_only=True)
         return conn
 
-    def _write_loop(self) -> None:
-        conn = self._connection()
-        tx = SqliteTx(conn)
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stopping = True
-                    break
-                batch.append(job)
-            self._run_batch(conn, tx, batch)
-
-    def _run_batch(self, conn: sqlite3.Connection, tx: SqliteTx, batch: list[_Job]) -> None:
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+    def _run_batch(self, jobs: list[Callable[[Tx], Any]]) -> list[Outcome]:
+        """On the writer thread: the batch in one transaction; if that fails as a whole (the
+        database is busy, the disk is full), none of it happened and every job says why."""
         try:
-            _begin(conn)
-            for job in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = job.fn(tx)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    outcomes.append((job, None, exc))
-                else:
-                    conn.execute("RELEASE job")
-                    outcomes.append((job, result, None))
-            conn.execute("COMMIT")
-        except Exception as exc:  # the batch as a whole did not commit: nothing of it happened
+            return run_batch(_SqliteOps(self._connection()), jobs)
+        except Exception as exc:
             if isinstance(exc, StoreBusy):
-                log.warning("database busy", extra={"jobs": len(batch)})
+                log.warning("database busy", extra={"jobs": len(jobs)})
             else:
-                log.exception("write batch failed", extra={"jobs": len(batch)})
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            outcomes = [(job, None, exc) for job in batch]
-        _settle(outcomes)
-
-
-def _begin(conn: sqlite3.Connection) -> None:
-    """Take the write lock now, or say the database is busy once the wait runs out."""
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
-            raise StoreBusy("the database is locked by another writer") from exc
-        raise
-
-
-class _Job:
-    __slots__ = ("fn", "future", "loop")
-
-    def __init__(
-        self,
-        fn: Callable[[Tx], Any],
-        loop: asyncio.AbstractEventLoop | None,
-        future: asyncio.Future[Any] | concurrent.futures.Future[Any],
-    ) -> None:
-        self.fn = fn
-        self.loop = loop
-        self.future = future
-
-
-def _settle(outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
-    """Hand results back: one wake-up per event loop for the whole batch."""
-    per_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
-    for job, result, exc in outcomes:
-        if job.loop is None:
-            sync_future = cast("concurrent.futures.Future[Any]", job.future)
-            if exc is None:
-                sync_future.set_result(result)
-            else:
-                sync_future.set_exception(exc)
-        else:
-            per_loop.setdefault(job.loop, []).append(
-                (cast("asyncio.Future[Any]", job.future), result, exc)
-            )
-    for loop, items in per_loop.items():
-        try:
-            loop.call_soon_threadsafe(_settle_async, items)
-        except RuntimeError:  # the loop is closed: its callers are gone
-            log.warning("write results dropped: event loop closed", extra={"jobs": len(items)})
-
-
-def _settle_async(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, result, exc in items:
-        if future.cancelled():
-            continue
-        if exc is None:
-            future.set_result(result)
-        else:
-            future.set_exception(exc)
+                log.exception("write batch failed", extra={"jobs": len(jobs)})
+            return [(None, exc)] * len(jobs)

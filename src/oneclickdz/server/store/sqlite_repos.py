@@ -15,7 +15,6 @@ from typing import Any, cast
 
 from oneclickdz.server.store.base import (
     Conflict,
-    EntryType,
     Env,
     KeyRecord,
     LedgerEntry,
@@ -28,41 +27,21 @@ from oneclickdz.server.store.base import (
     TransactionRecord,
     TypeRecord,
 )
+from oneclickdz.server.store.rows import (
+    ENVS,
+    ORDER_COLUMNS,
+    TX_COLUMNS,
+    order_row,
+    transaction_row,
+)
 
 _HANDLING = OrderStatus.HANDLING.value  # inlined, so SQLite can use the partial index on it
-_ORDER_COLUMNS = (
-    "id, account_id, env, key_id, ref, product_id, type_id, quantity, price_cents, status, "
-    "fulfilled_quantity, time, due_at"
-)
 # One statement for checkOrder, the hottest read: the order and its cards in delivery order.
 _ORDER_WITH_CARDS = (
     "SELECT o.id, o.account_id, o.env, o.key_id, o.ref, o.product_id, o.type_id, o.quantity, "
     "o.price_cents, o.status, o.fulfilled_quantity, o.time, o.due_at, c.secret "
     "FROM orders o LEFT JOIN cards c ON c.order_id = o.id WHERE o.id = ? ORDER BY c.position"
 )
-_TX_COLUMNS = (
-    "id, type, operation, amount_cents, old_balance_cents, new_balance_cents, objid, note, time"
-)
-_ENVS: tuple[Env, ...] = ("SANDBOX", "PRODUCTION")
-# Column text to enum member: a dict lookup is a tenth of calling the enum (on checkOrder's path).
-# Members are bound as they are: a StrEnum is a str to the sqlite3 module.
-_STATUS = {s.value: s for s in OrderStatus}
-_ENTRY_TYPE = {t.value: t for t in EntryType}
-_OPERATION = {o.value: o for o in Operation}
-
-
-def _order(row: Sequence[Any]) -> OrderRecord:
-    return OrderRecord(
-        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
-        _STATUS[row[9]], row[10], row[11], row[12],
-    )  # fmt: skip
-
-
-def _transaction(row: Sequence[Any]) -> TransactionRecord:
-    return TransactionRecord(
-        row[0], _ENTRY_TYPE[row[1]], _OPERATION[row[2]], row[3], row[4], row[5], row[6],
-        row[7], row[8],
-    )  # fmt: skip
 
 
 def _window_sql(window: TimeRange) -> tuple[str, dict[str, str]]:
@@ -91,7 +70,7 @@ class SqliteKeys:
         account_id = cast(int, cur.lastrowid)
         self._c.executemany(
             "INSERT INTO balances (account_id, env, balance_cents) VALUES (?, ?, 0)",
-            [(account_id, env) for env in _ENVS],
+            [(account_id, env) for env in ENVS],
         )
         return account_id
 
@@ -199,11 +178,11 @@ class SqliteLedger:
             params_all,
         ).fetchone()[0]
         rows = self._c.execute(
-            f"SELECT {_TX_COLUMNS} FROM transactions WHERE account_id = :a AND env = :e{where} "
+            f"SELECT {TX_COLUMNS} FROM transactions WHERE account_id = :a AND env = :e{where} "
             "ORDER BY time DESC, seq DESC LIMIT :limit OFFSET :offset",
             {**params_all, "limit": limit, "offset": offset},
         ).fetchall()
-        return [_transaction(row) for row in rows], int(total)
+        return [transaction_row(row) for row in rows], int(total)
 
 
 class SqliteCatalog:
@@ -322,14 +301,15 @@ class SqliteInventory:
             sold += cur.rowcount
         return sold
 
-    def next_serials(self, count: int) -> int:
+    def next_serials(self, count: int) -> list[int]:
         if count < 1:
             raise ValueError("reserve at least one serial")
         self._c.execute(
             "UPDATE sequences SET value = value + ? WHERE name = 'card_serial'", (count,)
         )  # in the write transaction: no other writer moves it before the read below
         row = self._c.execute("SELECT value FROM sequences WHERE name = 'card_serial'").fetchone()
-        return int(row[0]) - count + 1
+        last = int(row[0])
+        return list(range(last - count + 1, last + 1))
 
     def secrets_for_orders(self, order_ids: Sequence[str]) -> dict[str, list[bytes]]:
         result: dict[str, list[bytes]] = {}
@@ -359,7 +339,7 @@ class SqliteOrders:
 
     def _insert(self, order: OrderRecord) -> None:
         self._c.execute(
-            f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO orders ({ORDER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 order.id, order.account_id, order.env, order.key_id, order.ref, order.product_id,
                 order.type_id, order.quantity, order.price_cents, order.status,
@@ -369,16 +349,16 @@ class SqliteOrders:
 
     def get(self, order_id: str) -> OrderRecord | None:
         row = self._c.execute(
-            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = ?", (order_id,)
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?", (order_id,)
         ).fetchone()
-        return None if row is None else _order(row)
+        return None if row is None else order_row(row)
 
     def with_cards(self, order_id: str) -> tuple[OrderRecord, list[bytes]] | None:
         rows = self._c.execute(_ORDER_WITH_CARDS, (order_id,)).fetchall()
         if not rows:
             return None
         secrets = [bytes(row[-1]) for row in rows if row[-1] is not None]
-        return _order(rows[0]), secrets
+        return order_row(rows[0]), secrets
 
     def id_by_ref(self, account_id: int, env: Env, ref: str) -> str | None:
         row = self._c.execute(
@@ -397,11 +377,26 @@ class SqliteOrders:
         )
         return cur.rowcount == 1
 
-    def handling(self) -> list[tuple[float, str]]:
-        rows = self._c.execute(
-            f"SELECT due_at, id FROM orders WHERE status = '{_HANDLING}' ORDER BY due_at"
+    def lock(self, order_id: str) -> OrderRecord | None:
+        return self.get(order_id)  # the write transaction holds SQLite's one write lock
+
+    def claim_due(self, now: float, owner: str, until: float, limit: int) -> list[str]:
+        claimed = self._c.execute(
+            "UPDATE orders SET lease_owner = ?, lease_until = ? WHERE id IN ("
+            f"SELECT id FROM orders WHERE status = '{_HANDLING}' AND due_at <= ? "
+            "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due_at LIMIT ?) "
+            "RETURNING due_at, id",
+            (owner, until, now, now, limit),
         ).fetchall()
-        return [(float(r[0]), str(r[1])) for r in rows]
+        return [str(r[1]) for r in sorted(claimed)]
+
+    def next_due(self, now: float) -> float | None:
+        row = self._c.execute(
+            f"SELECT due_at FROM orders WHERE status = '{_HANDLING}' "
+            "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due_at LIMIT 1",
+            (now,),
+        ).fetchone()
+        return None if row is None else float(row[0])
 
     def page(
         self, account_id: int, env: Env, window: TimeRange, limit: int, offset: int
@@ -413,11 +408,11 @@ class SqliteOrders:
         ).fetchone()[0]
         # rowid: SQLite's insertion sequence, so one millisecond's orders keep placement order.
         rows = self._c.execute(
-            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE account_id = :a AND env = :e{where} "
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE account_id = :a AND env = :e{where} "
             "ORDER BY time DESC, rowid DESC LIMIT :limit OFFSET :offset",
             {**params_all, "limit": limit, "offset": offset},
         ).fetchall()
-        return [_order(row) for row in rows], int(total)
+        return [order_row(row) for row in rows], int(total)
 
     def counts(self) -> dict[tuple[str, str], int]:
         rows = self._c.execute("SELECT env, status, COUNT(*) FROM orders GROUP BY env, status")

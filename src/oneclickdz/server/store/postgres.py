@@ -1,0 +1,241 @@
+"""The PostgreSQL store: several service processes on one database.
+
+Writes go through this process's writer thread and are group-committed like SQLite's
+(`batching`), on a connection of their own; the server's `synchronous_commit` makes each
+commit durable. Writers of other processes run at the same time, so the repositories let the
+database decide every race (`postgres_repos`). A batch that the database aborts as a whole —
+a deadlock between two processes' batches, a lost connection — is replayed one write at a
+time, each retried on a deadlock or serialization failure; a write that waits longer than the
+busy timeout for a row lock is `StoreBusy` (a 503 the client retries).
+
+Reads run in a small thread pool, each on a pooled connection whose transactions are
+read-only, so a network round trip never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg import errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from oneclickdz.server.store.base import StoreBusy, StoreUnavailable, Tx
+from oneclickdz.server.store.batching import GroupCommit, Outcome, run_batch
+from oneclickdz.server.store.postgres_repos import Connection, PgOrders, PgTx
+from oneclickdz.server.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS, VERSION_TABLE
+from oneclickdz.server.store.reader import RepositoryReader
+
+T = TypeVar("T")
+log = logging.getLogger("oneclickdz.server.store")
+
+READ_THREADS = 8  # concurrent reads per process (and pooled read connections)
+MAX_BATCH = 64  # writes per transaction: past 64 savepoints a transaction's subtransaction
+# ids overflow PostgreSQL's per-backend cache, and every other session's snapshot pays for it
+RETRIES = 5  # attempts of one write that keeps meeting deadlocks or serialization failures
+CONNECT_TIMEOUT = 10  # seconds
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def describe(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    user = f"{parts.username}@" if parts.username else ""
+    return f"postgresql://{user}{host}{port}{parts.path}"
+
+
+class _PgOps:
+    """`BatchOps` on one autocommit connection (transactions are begun explicitly)."""
+
+    __slots__ = ("_c", "tx")
+
+    def __init__(self, conn: Connection) -> None:
+        self._c = conn
+        self.tx: Tx = PgTx(conn)
+
+    def begin(self) -> None:
+        self._c.execute("BEGIN")
+
+    def savepoint(self) -> None:
+        self._c.execute("SAVEPOINT job")
+
+    def release(self) -> None:
+        self._c.execute("RELEASE SAVEPOINT job")
+
+    def rollback_to(self) -> None:
+        self._c.execute("ROLLBACK TO SAVEPOINT job")
+        self._c.execute("RELEASE SAVEPOINT job")
+
+    def commit(self) -> None:
+        self._c.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._c.closed or self._c.broken:
+            return
+        try:
+            self._c.execute("ROLLBACK")
+        except psycopg.Error:  # the connection died under us: the server rolled back
+            log.warning("rollback failed; the connection is discarded")
+
+    def aborts_batch(self, exc: BaseException) -> bool:
+        # Deadlocks, serialization failures, lock and statement timeouts, lost connections.
+        return isinstance(exc, psycopg.OperationalError)
+
+
+class PgStore:
+    """A `Store` on one PostgreSQL database (any schema the URL's search_path selects)."""
+
+    def __init__(self, url: str, busy_timeout: float = 5.0, read_threads: int = READ_THREADS):
+        self.url = url
+        self.busy_timeout = busy_timeout
+        lock_ms = max(1, int(busy_timeout * 1000))
+
+        def configure_writer(conn: Connection) -> None:
+            conn.execute(f"SET lock_timeout = {lock_ms}")
+
+        def configure_reader(conn: Connection) -> None:
+            conn.execute("SET default_transaction_read_only = on")
+
+        self._write_pool: ConnectionPool[Connection] = ConnectionPool(
+            url, min_size=1, max_size=2, kwargs={"autocommit": True},
+            configure=configure_writer, open=False, name="oneclickdz-write",
+        )  # fmt: skip
+        self._read_pool: ConnectionPool[Connection] = ConnectionPool(
+            url, min_size=1, max_size=read_threads, kwargs={"autocommit": True},
+            configure=configure_reader, open=False, name="oneclickdz-read",
+        )  # fmt: skip
+        self._executor = ThreadPoolExecutor(read_threads, thread_name_prefix="oneclickdz-db-read")
+        self._writer = GroupCommit(self._run_batch, MAX_BATCH)
+        self._direct_lock = threading.Lock()
+        self._reader = RepositoryReader(self._run_read)
+        try:
+            # One plain connection first: a server that is not there is its own error, at once.
+            with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
+                self._migrate(conn)
+            for pool in (self._write_pool, self._read_pool):
+                pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        except psycopg.OperationalError as exc:
+            self.close()
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise StoreUnavailable(f"cannot connect to {describe(url)}: {reason}") from None
+        except PoolTimeout:
+            self.close()
+            raise StoreUnavailable(
+                f"cannot connect to {describe(url)} within {CONNECT_TIMEOUT:g} s "
+                "(is PostgreSQL running, and do the user, database and password match?)"
+            ) from None
+        except BaseException:
+            self.close()
+            raise
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer thread; until then writes run directly on the caller's thread."""
+        self._writer.start()
+
+    def close(self) -> None:
+        """Finish every queued write, then close the pools."""
+        self._writer.stop()
+        self._executor.shutdown(wait=True)
+        self._write_pool.close()
+        self._read_pool.close()
+
+    def _migrate(self, conn: Connection) -> None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version INTEGER NOT NULL)")
+            row = conn.execute(f"SELECT version FROM {VERSION_TABLE}").fetchone()
+            if row is None:
+                conn.execute(f"INSERT INTO {VERSION_TABLE} (version) VALUES (0)")
+            version = 0 if row is None else int(row[0])
+            if version > len(MIGRATIONS):
+                raise RuntimeError(
+                    f"{describe(self.url)} is at schema version {version}, newer than this "
+                    f"oneclickdz ({len(MIGRATIONS)}); upgrade oneclickdz"
+                )
+            for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(f"UPDATE {VERSION_TABLE} SET version = %s", (number,))
+                log.info("schema migrated", extra={"version": number})
+
+    # -- reads and writes ------------------------------------------------------------------
+
+    def reader(self) -> RepositoryReader:
+        return self._reader
+
+    def _run_read(self, fn: Callable[[Tx], T]) -> Awaitable[T]:
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._read_now, fn)
+
+    def _read_now(self, fn: Callable[[Tx], T]) -> T:
+        with self._read_pool.connection() as conn:
+            return fn(PgTx(conn))
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        if not self._writer.running:
+            return await asyncio.to_thread(self.write_sync, fn)
+        return await self._writer.submit(fn)
+
+    def write_sync(self, fn: Callable[[Tx], T]) -> T:
+        if self._writer.running and not self._writer.on_writer_thread():
+            return self._writer.submit_sync(fn)
+        with self._direct_lock:
+            result, exc = self._run_batch([fn])[0]
+        if exc is not None:
+            raise exc
+        return result  # type: ignore[no-any-return]
+
+    # -- read-only figures for the metrics -------------------------------------------------
+
+    def write_queue_depth(self) -> int:
+        return self._writer.depth()
+
+    def order_counts(self) -> dict[tuple[str, str], int]:
+        with self._read_pool.connection() as conn:
+            return PgOrders(conn).counts()
+
+    # -- the writer ------------------------------------------------------------------------
+
+    def _run_batch(self, jobs: list[Callable[[Tx], Any]]) -> list[Outcome]:
+        """The batch in one transaction; if the database aborts it as a whole, each write
+        again on its own (so one write's deadlock never fails the others)."""
+        try:
+            return self._attempt(jobs)
+        except psycopg.OperationalError as exc:
+            if len(jobs) > 1:
+                log.info("write batch aborted; replaying its writes one by one",
+                         extra={"jobs": len(jobs), "reason": type(exc).__name__})  # fmt: skip
+            return [self._alone(job) for job in jobs]
+        except Exception as exc:
+            log.exception("write batch failed", extra={"jobs": len(jobs)})
+            return [(None, exc)] * len(jobs)
+
+    def _alone(self, job: Callable[[Tx], Any]) -> Outcome:
+        for attempt in range(1, RETRIES + 1):
+            try:
+                return self._attempt([job])[0]
+            except (errors.DeadlockDetected, errors.SerializationFailure) as exc:
+                if attempt == RETRIES:
+                    return None, StoreBusy(f"write kept conflicting ({type(exc).__name__})")
+            except errors.LockNotAvailable:
+                return None, StoreBusy("a row stayed locked by another writer")
+            except Exception as exc:  # a lost connection, a server gone: this write failed
+                log.warning("write failed", extra={"reason": type(exc).__name__})
+                return None, exc
+        raise AssertionError("unreachable")
+
+    def _attempt(self, jobs: list[Callable[[Tx], Any]]) -> list[Outcome]:
+        with self._write_pool.connection() as conn:
+            return run_batch(_PgOps(conn), jobs)

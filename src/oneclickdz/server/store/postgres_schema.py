@@ -1,0 +1,110 @@
+"""Versioned migrations of the PostgreSQL schema (the same tables as SQLite's, in PostgreSQL's
+types). Each entry moves the database one version forward, once, in one transaction with the
+version bump, under an advisory lock so that processes starting together migrate once.
+
+The money rules are the database's own: a balance is never negative (`CHECK`), a ref is unique
+per account and environment, a card's fingerprint is unique, ids come from identity columns
+and card serials from a sequence. Append new migrations; never edit old ones.
+"""
+
+from __future__ import annotations
+
+MIGRATION_LOCK = 0x6F6364_737663  # pg_advisory_xact_lock key: one migrating process at a time
+
+VERSION_TABLE = "service_schema"
+
+MIGRATIONS: list[list[str]] = [
+    # 1: accounts, keys, ledger, catalog, inventory, orders (with their fulfilment leases).
+    [
+        """CREATE TABLE accounts (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE balances (
+            account_id BIGINT NOT NULL REFERENCES accounts(id),
+            env TEXT NOT NULL CHECK (env IN ('SANDBOX', 'PRODUCTION')),
+            balance_cents BIGINT NOT NULL CHECK (balance_cents >= 0),
+            PRIMARY KEY (account_id, env)
+        )""",
+        """CREATE TABLE api_keys (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            key_hash BYTEA NOT NULL UNIQUE,
+            key_hint TEXT NOT NULL,
+            account_id BIGINT NOT NULL REFERENCES accounts(id),
+            env TEXT NOT NULL CHECK (env IN ('SANDBOX', 'PRODUCTION')),
+            scope TEXT NOT NULL CHECK (scope IN ('READ-WRITE', 'READ-ONLY')),
+            enabled BOOLEAN NOT NULL DEFAULT TRUE,
+            allowed_ips TEXT[] NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE transactions (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            account_id BIGINT NOT NULL REFERENCES accounts(id),
+            env TEXT NOT NULL,
+            type TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            amount_cents BIGINT NOT NULL,
+            old_balance_cents BIGINT NOT NULL,
+            new_balance_cents BIGINT NOT NULL,
+            objid TEXT,
+            note TEXT NOT NULL,
+            time TEXT NOT NULL
+        )""",
+        "CREATE INDEX transactions_by_account ON transactions (account_id, env, time, seq)",
+        """CREATE TABLE products (
+            id TEXT PRIMARY KEY,
+            title TEXT NOT NULL,
+            category TEXT NOT NULL,
+            enabled BOOLEAN NOT NULL DEFAULT TRUE,
+            region TEXT,
+            position INTEGER NOT NULL
+        )""",
+        """CREATE TABLE product_types (
+            product_id TEXT NOT NULL REFERENCES products(id),
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            price_cents BIGINT NOT NULL CHECK (price_cents >= 0),
+            sandbox_stock INTEGER NOT NULL CHECK (sandbox_stock >= 0),
+            position INTEGER NOT NULL,
+            PRIMARY KEY (product_id, id)
+        )""",
+        """CREATE TABLE orders (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+            id TEXT PRIMARY KEY,
+            account_id BIGINT NOT NULL REFERENCES accounts(id),
+            env TEXT NOT NULL,
+            key_id BIGINT NOT NULL REFERENCES api_keys(id),
+            ref TEXT,
+            product_id TEXT NOT NULL,
+            type_id TEXT NOT NULL,
+            quantity INTEGER NOT NULL CHECK (quantity > 0),
+            price_cents BIGINT NOT NULL,
+            status TEXT NOT NULL,
+            fulfilled_quantity INTEGER,
+            time TEXT NOT NULL,
+            due_at DOUBLE PRECISION NOT NULL,
+            final_at TEXT,
+            lease_owner TEXT,
+            lease_until DOUBLE PRECISION
+        )""",
+        "CREATE INDEX orders_by_account ON orders (account_id, env, time, seq)",
+        "CREATE INDEX orders_handling ON orders (due_at) WHERE status = 'HANDLING'",
+        "CREATE UNIQUE INDEX orders_by_ref ON orders (account_id, env, ref) WHERE ref IS NOT NULL",
+        """CREATE TABLE cards (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            product_id TEXT NOT NULL,
+            type_id TEXT NOT NULL,
+            secret BYTEA NOT NULL,
+            fingerprint BYTEA NOT NULL UNIQUE,
+            order_id TEXT REFERENCES orders(id),
+            position INTEGER,
+            added_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX cards_unsold ON cards (product_id, type_id, id) WHERE order_id IS NULL",
+        "CREATE INDEX cards_by_order ON cards (order_id, position) WHERE order_id IS NOT NULL",
+        "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE SEQUENCE card_serials AS BIGINT",
+    ],
+]
