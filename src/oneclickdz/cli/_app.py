@@ -23,6 +23,9 @@ EXTRAS: dict[str, tuple[str, ...]] = {
         "cryptography",
         "prometheus_client",
         "swagger_ui",
+        "redis",
+        "psycopg",
+        "psycopg_pool",
     ),
     "tracker": ("aiohttp", "cryptography", "psycopg", "psycopg_pool"),
 }
