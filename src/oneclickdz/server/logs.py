@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import re
 import secrets
 import sys
@@ -23,6 +24,17 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 _REQUEST_PREFIX = secrets.token_hex(3)
 _request_numbers = itertools.count(1)
+
+
+def _new_process() -> None:
+    """In a forked worker: a request-id prefix of its own, so ids stay unique across workers."""
+    global _REQUEST_PREFIX, _request_numbers  # noqa: PLW0603
+    _REQUEST_PREFIX = secrets.token_hex(3)
+    _request_numbers = itertools.count(1)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_new_process)
 
 
 def new_request_id() -> str:
@@ -47,6 +59,7 @@ class JsonFormatter(logging.Formatter):
             "ts": iso(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # which worker, with `serve --workers N`
             "event": _plain(record.getMessage()),
         }
         if (rid := request_id.get()) is not None:
