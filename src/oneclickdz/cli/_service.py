@@ -26,6 +26,7 @@ from oneclickdz.server.config import (
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
     MAX_HEADERS,
+    MAX_WORKERS,
 )
 
 from ._app import EXTRAS, SERVICE, app, needs_extra
@@ -51,11 +52,12 @@ def refusals() -> Iterator[None]:
     """The known refusals of the service and admin commands: one line on stderr, exit 2."""
     from oneclickdz.server.admin import AdminError
     from oneclickdz.server.catalog import CatalogError
+    from oneclickdz.server.store import StoreUnavailable
     from oneclickdz.server.vault import VaultError
 
     try:
         yield
-    except (AdminError, CatalogError, VaultError, ValueError, OSError) as exc:
+    except (AdminError, CatalogError, VaultError, StoreUnavailable, ValueError, OSError) as exc:
         fail(str(exc))
     except ModuleNotFoundError as exc:  # one the extra check did not import up front
         if (exc.name or "").partition(".")[0] not in EXTRAS["server"]:
@@ -197,6 +199,45 @@ def serve(
             help="Serve Prometheus metrics at /metrics.",
         ),
     ] = True,
+    fulfil_lease: Annotated[
+        float,
+        typer.Option(
+            envvar=_var("FULFIL_LEASE"),
+            min=0.5,
+            max=3600,
+            help="Seconds a process holds the orders it claimed for fulfilment; a process that "
+            "dies holding some, its orders are finished by another once this runs out.",
+        ),
+    ] = 10.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            envvar=_var("WORKERS"),
+            min=1,
+            max=MAX_WORKERS,
+            help="Service processes sharing the port and the database, supervised: a worker "
+            "that dies is restarted. 1 runs the service in this process alone.",
+        ),
+    ] = 1,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            "--redis",
+            envvar=_var("REDIS"),
+            metavar="URL",
+            help="Keep the rate limits and the IP lockout in this Redis (e.g. "
+            "redis://127.0.0.1:6379/0), shared by every process using it. Without it they are "
+            "kept in the database when it is PostgreSQL, else in each process's memory.",
+            show_default=False,
+        ),
+    ] = None,
+    redis_prefix: Annotated[
+        str,
+        typer.Option(
+            envvar=_var("REDIS_PREFIX"),
+            help="Prefix of this service's keys in Redis: one per service sharing a Redis.",
+        ),
+    ] = "oneclickdz",
     json_output: JsonOption = False,
 ) -> None:
     """Run the OneClickDZ v3 gift-card API on HOST:PORT (JSON logs on stderr).
@@ -216,16 +257,23 @@ def serve(
         lockout_duration=lockout_duration, log_level=log_level, busy_timeout=busy_timeout,
         max_header_bytes=max_header_bytes, max_headers=max_headers,
         max_body_bytes=max_body_bytes, header_timeout=header_timeout, body_timeout=body_timeout,
-        keepalive_timeout=keepalive_timeout, metrics=metrics,
+        keepalive_timeout=keepalive_timeout, metrics=metrics, workers=workers,
+        fulfil_lease=fulfil_lease, redis_url=redis, redis_prefix=redis_prefix,
     )  # fmt: skip
+    from oneclickdz.server.limits import LimitsUnavailable
     from oneclickdz.server.runtime import CannotListen
     from oneclickdz.server.runtime import serve as run
+    from oneclickdz.server.workers import WorkersFailing
 
     with refusals():
         try:
             run(config)
         except CannotListen as exc:
             fail(str(exc), ExitCode.CANNOT_LISTEN)
+        except LimitsUnavailable as exc:
+            fail(str(exc), ExitCode.CONNECTION)
+        except WorkersFailing as exc:
+            fail(str(exc), ExitCode.INTERNAL)
 
 
 # -- admin ----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ MAX_BODY_BYTES = 64 * 1024
 HEADER_TIMEOUT = 10.0  # seconds to receive a whole request head, once its first byte arrived
 BODY_TIMEOUT = 10.0  # seconds to receive a whole declared body
 KEEPALIVE_TIMEOUT = 5.0  # seconds an idle connection (or one that never sends) stays open
+MAX_WORKERS = 64  # most service processes `serve --workers` runs on one port
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,12 @@ class ServerConfig:
     body_timeout: float = BODY_TIMEOUT
     keepalive_timeout: float = KEEPALIVE_TIMEOUT
     metrics: bool = True  # Prometheus metrics at /metrics
+    # Rate limits and IP lockout shared through this Redis (see `limits.open_limits`), under
+    # keys starting with `redis_prefix:` so that several services can share one Redis.
+    redis_url: str | None = None
+    redis_prefix: str = "oneclickdz"
+    workers: int = 1  # service processes on the one port (1: no supervisor), 1..MAX_WORKERS
+    fulfil_lease: float = 10.0  # seconds a process holds the orders it claimed for fulfilment
 
 
 def parse_delay(text: str) -> tuple[float, float]:

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,17 +19,19 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from oneclickdz.server.app import create_app
-from oneclickdz.server.auth import Authenticator, Lockout, MovableClock, RateLimiter
+from oneclickdz.server.auth import Authenticator, MovableClock
 from oneclickdz.server.backend import Backend
 from oneclickdz.server.catalog import DEFAULT_CATALOG, load_catalog
 from oneclickdz.server.chance import Chance
 from oneclickdz.server.config import ServerConfig
 from oneclickdz.server.faults import FaultRules
 from oneclickdz.server.fulfilment import Fulfilment
+from oneclickdz.server.limits import open_limits
 from oneclickdz.server.metrics import ServiceMetrics
 from oneclickdz.server.protocol import Limits, protocol_class
 from oneclickdz.server.store import Store, Tx, open_store
 from oneclickdz.server.vault import Vault, load_or_create_key
+from oneclickdz.server.workers import StopRequest, Supervisor, WorkerMain
 
 log = logging.getLogger("oneclickdz.server")
 T = TypeVar("T")
@@ -76,17 +79,12 @@ def build(config: ServerConfig, faults: FaultRules | None = None) -> tuple[ASGIA
         faults = FaultRules()
     faults.set(config.faults)
     chance = Chance(config.seed)
-    store, vault = open_database(config.db_url, config.busy_timeout)
     clock = MovableClock()  # one time for the lockout, the limiter and the key cache
-    authenticator = Authenticator(
-        store,
-        Lockout(
-            config.lockout_attempts, config.lockout_window, config.lockout_duration, clock=clock
-        ),
-        RateLimiter(config.rate_limit, clock=clock),
-        clock=clock,
-    )
-    fulfilment = Fulfilment(store, vault, chance.codes)
+    limits = open_limits(config, clock)  # an unreachable Redis: refused before the database
+    store, vault = open_database(config.db_url, config.busy_timeout)
+    authenticator = Authenticator(store, limits, clock=clock)
+    fulfilment = Fulfilment(store, vault, chance.codes, lease=config.fulfil_lease)
+    fulfilment.stall = partial(faults.fulfil_delay, chance.faults)
     backend = Backend(store, vault, authenticator, fulfilment, chance, config.fulfill_delay)
     metrics = ServiceMetrics(store, lambda: fulfilment.pending) if config.metrics else None
     if metrics is not None:
@@ -96,7 +94,6 @@ def build(config: ServerConfig, faults: FaultRules | None = None) -> tuple[ASGIA
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store.start()
-        resumed = await fulfilment.load()
         # Everything built so far lives as long as the process: keep the collector off it,
         # so full collections under load scan only what requests create (shorter pauses).
         gc.collect()
@@ -107,10 +104,11 @@ def build(config: ServerConfig, faults: FaultRules | None = None) -> tuple[ASGIA
             extra={
                 "seed": chance.seed,
                 "db": config.db_url,
-                "resumedOrders": resumed,
+                "fulfilmentOwner": fulfilment.owner,
                 "fulfillDelay": list(config.fulfill_delay),
                 "faults": [str(rule) for rule in faults.rules],
                 "rateLimit": config.rate_limit,
+                "limits": authenticator.limits.name,
             },
         )
         try:
@@ -119,6 +117,7 @@ def build(config: ServerConfig, faults: FaultRules | None = None) -> tuple[ASGIA
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+            await authenticator.aclose()
             store.close()
             log.info("service stopped", extra={"pendingOrders": fulfilment.pending})
 
@@ -258,7 +257,8 @@ def start_in_thread(config: ServerConfig, timeout: float = 20.0) -> RunningServi
 
 
 def serve(config: ServerConfig) -> None:
-    """Run the service in this process until interrupted (SIGINT/SIGTERM stop it cleanly).
+    """Run the service until interrupted (SIGINT/SIGTERM stop it cleanly): in this process, or
+    with `config.workers` > 1 in that many worker processes on the one port (`serve_workers`).
 
     The address is taken before the database is opened, so a busy port fails at once with
     `CannotListen` and changes nothing.
@@ -266,9 +266,61 @@ def serve(config: ServerConfig) -> None:
     import uvicorn
 
     from oneclickdz.server import logs
+    from oneclickdz.server.config import MAX_WORKERS
 
+    if not 1 <= config.workers <= MAX_WORKERS:
+        raise ValueError(f"workers: {config.workers} is not within 1..{MAX_WORKERS}")
     logs.configure(config.log_level)
     sock = listen(config.host, config.port)
     with sock:
+        if config.workers > 1:
+            serve_workers(sock, config)
+            return
         app, _ = build(config)
         uvicorn.Server(server_config(app, config, loop="uvloop")).run(sockets=[sock])
+
+
+def serve_workers(sock: socket.socket, config: ServerConfig) -> None:
+    """Serve `sock` with `config.workers` forked processes, supervised (see `workers`).
+
+    This process checks the fault rules and the shared limits' store (Redis or PostgreSQL), and
+    opens, migrates and closes the database once, in `build`'s order: a bad setting is refused
+    here, once, as `build` would refuse it, and the workers find the schema and the vault key
+    ready instead of racing to create them. Each worker then builds its own app: its own
+    connections, key cache, fault-rule hit counts (`:xN` counts per worker), metrics and
+    fulfilment loop (orders are claimed from the database, so any worker finishes any order);
+    rate limits and lockout are shared through Redis or PostgreSQL, or else per worker. With
+    `--seed S`, the worker started k-th (0, 1, ...; restarts included) draws from seed S + k,
+    so no two workers hand out the same sandbox codes. Raises `WorkersFailing` when workers
+    keep dying at start-up.
+    """
+    from oneclickdz.server.faults import parse_faults
+    from oneclickdz.server.limits import check_limits
+
+    parse_faults(config.faults)
+    check_limits(config)
+    store, _ = open_database(config.db_url, config.busy_timeout)
+    store.close()
+    Supervisor(config.workers, _worker_main(sock, config)).run()
+
+
+def _worker_main(sock: socket.socket, config: ServerConfig) -> WorkerMain:
+    """The body of one worker process: build the app, serve `sock` until asked to stop."""
+
+    def main(number: int, stop: StopRequest) -> int:
+        from dataclasses import replace
+
+        import uvicorn
+
+        seed = None if config.seed is None else config.seed + number
+        app, _ = build(replace(config, seed=seed))
+        server = uvicorn.Server(server_config(app, config, loop="uvloop"))
+
+        def finish() -> None:
+            server.should_exit = True  # uvicorn's own reaction to SIGTERM
+
+        stop.then(finish)  # until uvicorn installs its handlers, and if the signal came early
+        server.run(sockets=[sock])
+        return 0
+
+    return main

@@ -92,14 +92,20 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # Another database than `service.db` in the workdir: a PostgreSQL URL (then set
+    # ONECLICKDZ_VAULT_KEY in `env`), or the SQLite file of another service, to share it.
+    db: str | None = None
 
     @property
     def db_url(self) -> str:
-        return f"sqlite:///{self.workdir / 'service.db'}"
+        return self.db or f"sqlite:///{self.workdir / 'service.db'}"
 
     @property
     def db_path(self) -> Path:
-        return self.workdir / "service.db"
+        """The SQLite file (a ValueError for a PostgreSQL database)."""
+        from oneclickdz.server.store.sqlite import sqlite_path
+
+        return sqlite_path(self.db_url)
 
     @property
     def base_url(self) -> str:
