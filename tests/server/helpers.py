@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -75,3 +78,63 @@ def wait_final(c: httpx.Client, order_id: str, within: float = 20.0) -> dict[str
 def balance(c: httpx.Client) -> float:
     value: float = ok(c.get("/account/balance"))["balance"]
     return value
+
+
+# -- the service's database, seen from outside (as an operator or another process would) ----
+
+
+def query(svc: Service, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement on the service's database, either engine (`?` placeholders); its rows."""
+    if svc.db_url.startswith("sqlite:"):
+        with contextlib.closing(sqlite3.connect(svc.db_path, isolation_level=None)) as db:
+            return db.execute(sql, params).fetchall()
+    import psycopg
+
+    with psycopg.connect(svc.db_url, autocommit=True) as conn:
+        cur = conn.execute(sql.replace("?", "%s"), params)
+        return cur.fetchall() if cur.description else []
+
+
+@contextlib.contextmanager
+def writes_blocked(svc: Service) -> Iterator[None]:
+    """Hold what every placement needs, as a long import by another process would: SQLite's
+    write lock, or PostgreSQL's balance rows."""
+    if svc.db_url.startswith("sqlite:"):
+        db = sqlite3.connect(svc.db_path, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            db.execute("ROLLBACK")
+            db.close()
+        return
+    import psycopg
+
+    with psycopg.connect(svc.db_url) as conn:
+        conn.execute("SELECT * FROM balances FOR UPDATE")
+        try:
+            yield
+        finally:
+            conn.rollback()
+
+
+SERVICE_TABLES = ("accounts", "balances", "api_keys", "transactions", "products",
+                  "product_types", "orders", "cards", "settings")  # fmt: skip
+
+
+def stored_bytes(svc: Service) -> bytes:
+    """Everything the service's database holds at rest: SQLite's files (the database, its WAL),
+    or every row of every table of PostgreSQL, as text and raw bytes."""
+    if svc.db_url.startswith("sqlite:"):
+        path = svc.db_path
+        files = [p for p in path.parent.iterdir() if p.name.startswith(path.name)]
+        assert path in files
+        return b"".join(p.read_bytes() for p in files)
+    parts: list[bytes] = []
+    for table in SERVICE_TABLES:
+        for row in query(svc, f"SELECT * FROM {table}"):
+            for value in row:
+                parts.append(bytes(value) if isinstance(value, (bytes, memoryview)) else
+                             str(value).encode())  # fmt: skip
+    assert parts
+    return b"\x00".join(parts)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +14,9 @@ from typer.testing import CliRunner
 from oneclickdz.cli import app
 from oneclickdz.server.testing import Service, cli
 from tests.server.conftest import Api
-from tests.server.helpers import PSN, balance, error, ok, place, wait_final
+from tests.server.helpers import PSN, balance, error, ok, place, query, wait_final
 
+BOTH_ENGINES = True
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
@@ -25,10 +25,11 @@ def test_create_key_prints_only_the_key_and_stores_only_its_hash(service: Servic
     key = out.strip()
     assert out == key + "\n"
     assert UUID.match(key)
-    with sqlite3.connect(service.db_path) as db:
-        stored = [row[0] for row in db.execute("SELECT key_hash FROM api_keys")]
+    stored = [bytes(row[0]) for row in query(service, "SELECT key_hash FROM api_keys")]
     assert all(len(h) == 32 for h in stored)
-    assert key.encode() not in service.db_path.read_bytes()
+    assert key.encode() not in b"".join(stored)
+    if service.db_url.startswith("sqlite:"):
+        assert key.encode() not in service.db_path.read_bytes()
 
 
 def test_a_key_may_start_with_a_zero_balance(service: Service, api: Api) -> None:
@@ -62,7 +63,7 @@ def test_admin_refuses_bad_input_and_changes_nothing(service: Service) -> None:
         (["create-key", "--sandbox", "--balance", "ten"], "not an amount"),
     ]
     for args, message in cases:
-        result = cli("admin", "--db", service.db_url, *args)
+        result = cli("admin", "--db", service.db_url, *args, env=service.env)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
@@ -130,7 +131,7 @@ def test_load_catalog_refuses_a_malformed_file(service: Service, tmp_path: Path)
         ),
     ]:
         path.write_text(content)
-        result = cli("admin", "--db", service.db_url, "load-catalog", str(path))
+        result = cli("admin", "--db", service.db_url, "load-catalog", str(path), env=service.env)
         assert result.returncode == 2
         assert message in result.stderr
 
@@ -141,14 +142,10 @@ def test_an_internal_error_is_enveloped_logged_and_hides_the_card(
     svc = service_factory()
     c = api(svc.create_key(sandbox=True, balance=1000), svc=svc)
     order_id = place(c)
-    with sqlite3.connect(svc.db_path) as db:
-        while (
-            db.execute("SELECT status FROM orders WHERE id = ?", (order_id,)).fetchone()[0]
-            == "HANDLING"
-        ):
-            time.sleep(0.05)
-        # Damage the sealed card before anyone reads it: it can no longer be opened.
-        db.execute("UPDATE cards SET secret = zeroblob(60) WHERE order_id = ?", (order_id,))
+    while query(svc, "SELECT status FROM orders WHERE id = ?", (order_id,))[0][0] == "HANDLING":
+        time.sleep(0.05)
+    # Damage the sealed card before anyone reads it: it can no longer be opened.
+    query(svc, "UPDATE cards SET secret = ? WHERE order_id = ?", (bytes(60), order_id))
     response = c.get(f"/gift-cards/checkOrder/{order_id}")
     err = error(response, 500, "INTERNAL_ERROR")
     assert err["message"] == "Internal server error"
@@ -164,7 +161,7 @@ def test_an_internal_error_is_enveloped_logged_and_hides_the_card(
 
 def admin(service: Service, *args: str) -> tuple[int, str, str]:
     """`oneclickdz admin --db <service's db> ARGS` in-process (the console script's own main)."""
-    result = CliRunner().invoke(app, ["admin", "--db", service.db_url, *args])
+    result = CliRunner(env=service.env).invoke(app, ["admin", "--db", service.db_url, *args])
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -189,6 +186,7 @@ def test_a_huge_deposit_is_refused_by_the_command(service: Service) -> None:
         "huge",
         "--sandbox",
         "99999999999999999",
+        env=service.env,
     )
     _refused((result.returncode, result.stdout, result.stderr), "at most 1000000000 DZD")
 
@@ -225,12 +223,12 @@ def test_amounts_are_plain_decimals_of_bounded_size(service: Service, api: Api) 
 
 def test_a_balance_never_grows_past_what_the_ledger_holds(service: Service, api: Api) -> None:
     key = service.create_key(sandbox=False, account="rich", balance=1)
-    with sqlite3.connect(service.db_path) as db:  # as if after a thousand top deposits
-        db.execute(
-            "UPDATE balances SET balance_cents = ? WHERE env = 'PRODUCTION' AND account_id = "
-            "(SELECT id FROM accounts WHERE name = 'rich')",
-            (100_000_000_000_000 - 100,),
-        )
+    query(  # as if after a thousand top deposits
+        service,
+        "UPDATE balances SET balance_cents = ? WHERE env = 'PRODUCTION' AND account_id = "
+        "(SELECT id FROM accounts WHERE name = 'rich')",
+        (100_000_000_000_000 - 100,),
+    )
     _refused(
         admin(service, "deposit", "--account", "rich", "--production", "1.01"),
         "at most 1000000000000 DZD",
@@ -272,8 +270,7 @@ def test_catalog_prices_are_exact_and_bounded(service: Service, tmp_path: Path) 
             f"{product}}}]}}]}}"
         )
         _refused(admin(service, "load-catalog", str(path)), message)
-    with sqlite3.connect(service.db_path) as db:
-        assert db.execute("SELECT count(*) FROM products WHERE id = 'p1'").fetchone() == (0,)
+    assert query(service, "SELECT count(*) FROM products WHERE id = 'p1'") == [(0,)]
     path.write_bytes(
         b"\xef\xbb\xbf"  # a UTF-8 BOM, as some editors write
         b'{"categories": [{"name": "X", "products": [{"id": "p2", "title": "P", "types": '
@@ -281,16 +278,14 @@ def test_catalog_prices_are_exact_and_bounded(service: Service, tmp_path: Path) 
         b'{"id": "t3", "name": "T", "price": 12.3, "quantity": 1}]}]}]}'
     )
     assert admin(service, "load-catalog", str(path))[1] == "loaded 1 products\n"
-    with sqlite3.connect(service.db_path) as db:
-        prices = db.execute(
-            "SELECT id, price_cents FROM product_types WHERE product_id = 'p2' ORDER BY id"
-        ).fetchall()
+    prices = query(
+        service, "SELECT id, price_cents FROM product_types WHERE product_id = 'p2' ORDER BY id"
+    )
     assert prices == [("t2", 100_000_000_000), ("t3", 1230)]
 
 
 def _cards(service: Service) -> int:
-    with sqlite3.connect(service.db_path) as db:
-        count: int = db.execute("SELECT count(*) FROM cards").fetchone()[0]
+    count: int = query(service, "SELECT count(*) FROM cards")[0][0]
     return count
 
 

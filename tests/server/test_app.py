@@ -11,6 +11,9 @@ from oneclickdz.server.testing import Service
 from tests.server.conftest import Api
 from tests.server.helpers import PSN, error, ok, place, wait_final
 
+# The HTTP tests run on SQLite and on PostgreSQL (see tests/conftest.py).
+BOTH_ENGINES = True
+
 OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

@@ -24,6 +24,9 @@ from oneclickdz.server.testing import Service
 from tests.server.conftest import Api
 from tests.server.helpers import PSN, error, ok
 
+# The HTTP tests run on SQLite and on PostgreSQL (see tests/conftest.py).
+BOTH_ENGINES = True
+
 ANOTHER_IP = (
     "127.0.0.2"  # a second loopback address: a different client as far as the service knows
 )

@@ -13,7 +13,10 @@ import pytest
 
 from oneclickdz.server.testing import Service, cli, free_port
 from tests.server.conftest import Api
-from tests.server.helpers import PSN, balance, error, ok, place, wait_final
+from tests.server.helpers import PSN, balance, error, ok, place, stored_bytes, wait_final
+
+# The HTTP tests run on SQLite and on PostgreSQL (see tests/conftest.py).
+BOTH_ENGINES = True
 
 
 def write_cards(path: Path, count: int, type_id: str = "type_001", tag: str = "A") -> list[str]:
@@ -108,9 +111,7 @@ def test_codes_and_serials_are_never_plain_at_rest_or_in_logs(
     sandbox = api(svc.create_key(sandbox=True, balance=10_000), svc=svc)
     sandbox_cards = wait_final(sandbox, place(sandbox, "type_001", 2))["cards"]
     svc.stop()  # everything flushed to the files
-    stored = b"".join(
-        p.read_bytes() for p in svc.workdir.iterdir() if p.name.startswith("service.db")
-    )
+    stored = stored_bytes(svc)
     secrets = [*codes, *(f"SERIALZ{i:06d}" for i in range(5))]
     secrets += [card["value"] for card in sandbox_cards] + [
         card["serial"] for card in sandbox_cards
@@ -121,6 +122,7 @@ def test_codes_and_serials_are_never_plain_at_rest_or_in_logs(
         assert secret not in svc.logs()
 
 
+@pytest.mark.sqlite_only
 def test_the_vault_key_file_is_private_and_a_wrong_key_is_refused(
     service_factory: Callable[..., Service], tmp_path: Path
 ) -> None:
@@ -145,7 +147,7 @@ def test_importing_a_code_twice_is_refused_without_showing_it(
     svc.admin("import-cards", str(tmp_path / "a.csv"))
     again = tmp_path / "b.csv"
     again.write_text(f"{PSN},type_001,NEWCODE-1,S1\n{PSN},type_001,{codes[1]},S2\n")
-    result = cli("admin", "--db", svc.db_url, "import-cards", str(again))
+    result = cli("admin", "--db", svc.db_url, "import-cards", str(again), env=svc.env)
     assert result.returncode == 2
     assert result.stdout == ""
     assert "b.csv:2: this code is already in the inventory" in result.stderr
@@ -162,6 +164,6 @@ def test_import_refuses_unknown_types(
     svc = service_factory()
     bad = tmp_path / "bad.csv"
     bad.write_text(f"{PSN},type_404,CODE,SERIAL\n")
-    result = cli("admin", "--db", svc.db_url, "import-cards", str(bad))
+    result = cli("admin", "--db", svc.db_url, "import-cards", str(bad), env=svc.env)
     assert result.returncode == 2
     assert "no type 'type_404'" in result.stderr

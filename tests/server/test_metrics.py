@@ -12,6 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from oneclickdz.server.testing import Service
 from tests.server.helpers import PSN, client, error, ok
 
+# The HTTP tests run on SQLite and on PostgreSQL (see tests/conftest.py).
+BOTH_ENGINES = True
+
 OTHER_IP = "127.0.0.2"  # a second loopback address: its lockout does not block the test's own
 BAD_KEY = "bad-key-7f3e9c1a-do-not-log"
 

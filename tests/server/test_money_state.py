@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import itertools
+import os
 import secrets
 import time
 from collections import Counter
@@ -44,10 +45,12 @@ from oneclickdz.server.config import ServerConfig
 from oneclickdz.server.formats import to_cents
 from oneclickdz.server.runtime import RunningService, start_in_thread
 from oneclickdz.server.store import Env
+from tests import pg
 from tests.server.helpers import error, ok
 
 # How much of the state space one CI run covers: examples x steps (see the test's docstring).
 MAX_EXAMPLES = 30
+PG_EXAMPLES = 12
 STEPS = 20
 
 PSN = "507f1f77bcf86cd799439011"
@@ -156,13 +159,13 @@ class Pair:
 class MoneyMachine(RuleBasedStateMachine):
     """Placements, deposits, imports, fulfilment and key changes; the money checked after each."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, db_url: str | None = None) -> None:
         super().__init__()
         self.dir = workdir
         self.dir.mkdir()
         self.running: RunningService = start_in_thread(
             ServerConfig(
-                db_url=f"sqlite:///{self.dir}/s.db",
+                db_url=db_url or f"sqlite:///{self.dir}/s.db",
                 port=0,
                 fulfill_delay=FULFIL_DELAY,
                 seed=9,
@@ -617,20 +620,26 @@ class MoneyMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.timeout(280)
-def test_money_state_machine(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_money_state_machine(tmp_path: Path, engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """MAX_EXAMPLES (30) runs of STEPS (20) steps, each run on a fresh service and database:
     about 600 steps, each followed by the invariants, and about 120 orders placed. Derandomized,
-    so CI replays the same runs every time."""
+    so CI replays the same runs every time. On PostgreSQL, where writers of the service run
+    concurrently and the database enforces the money rules, PG_EXAMPLES (12) runs."""
     runs = itertools.count()
+    if engine == "postgresql":
+        pg.require()
+        monkeypatch.setenv("ONECLICKDZ_VAULT_KEY", os.urandom(32).hex())
 
     class Run(MoneyMachine):
         def __init__(self) -> None:
-            super().__init__(tmp_path / f"run{next(runs)}")
+            db_url = pg.fresh_url() if engine == "postgresql" else None
+            super().__init__(tmp_path / f"run{next(runs)}", db_url)
 
     run_state_machine_as_test(
         Run,
         settings=settings(
-            max_examples=MAX_EXAMPLES,
+            max_examples=MAX_EXAMPLES if engine == "sqlite" else PG_EXAMPLES,
             stateful_step_count=STEPS,
             deadline=None,
             derandomize=True,

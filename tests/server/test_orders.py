@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 from collections.abc import Callable
 
 import httpx
@@ -12,7 +11,10 @@ import pytest
 
 from oneclickdz.server.testing import Service
 from tests.server.conftest import Api
-from tests.server.helpers import PSN, balance, error, ok, place, wait_final
+from tests.server.helpers import PSN, balance, error, ok, place, wait_final, writes_blocked
+
+# The HTTP tests run on SQLite and on PostgreSQL (see tests/conftest.py).
+BOTH_ENGINES = True
 
 ORDER = {"productId": PSN, "typeId": "type_001", "quantity": 1}
 SANDBOX_CODE = re.compile(r"^SANDBOX-[A-Z2-7]{4}-[A-Z2-7]{4}-[A-Z2-7]{4}$")
@@ -195,16 +197,11 @@ def test_an_order_blocked_by_another_writer_is_answered_503_and_not_placed(
 ) -> None:
     svc = service_factory(extra_args=["--busy-timeout", "0.3"])
     c = api(svc.create_key(sandbox=True, balance=1000), svc=svc)
-    other_process = sqlite3.connect(svc.db_path, isolation_level=None)
-    other_process.execute("BEGIN IMMEDIATE")  # e.g. a long card import holding the write lock
-    try:
+    with writes_blocked(svc):  # e.g. a long card import in another process
         response = c.post("/gift-cards/placeOrder", json=ORDER)
         error(response, 503, "SERVICE_UNAVAILABLE")
         assert response.headers["retry-after"] == "1"
         assert balance(c) == 1000  # reads go on meanwhile
-    finally:
-        other_process.execute("ROLLBACK")
-        other_process.close()
     assert ok(c.get("/gift-cards/list"))["items"] == []
     place(c)
     assert balance(c) == 1000 - 490
