@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -157,7 +158,8 @@ def test_orders_leased_by_a_killed_process_are_finished_by_the_other_after_the_l
 def test_a_process_shows_an_order_another_process_finished(
     service_factory: Callable[..., Service], api: Api
 ) -> None:
-    # A never finishes an order itself (its rounds stall); B does, after A's short lease.
+    # A claims the order and stalls; frozen, it cannot claim it again when its lease ends, so
+    # B finishes it. A, thawed, must show it final: it kept nothing of the HANDLING order.
     a, b = two_processes(
         service_factory,
         fulfill_delay="0.1-0.2",
@@ -168,10 +170,23 @@ def test_a_process_shows_an_order_another_process_finished(
     order_id = ok(on_a.post("/gift-cards/placeOrder", json={"productId": PSN,
                   "typeId": "type_001", "quantity": 1}))["orderId"]  # fmt: skip
     assert ok(on_a.get(f"/gift-cards/checkOrder/{order_id}"))["status"] == "HANDLING"
-    final = wait_final(on_a, order_id, within=30)  # polled on A, finished by B
-    assert final["status"] == "FULFILLED" and len(final["cards"]) == 1
-    assert wait_final(api(key, svc=b), order_id) == final
+    wait_for(lambda: query(a, "SELECT lease_owner FROM orders WHERE id = ?", (order_id,))[0][0])
+    assert a.process is not None
+    os.kill(a.process.pid, signal.SIGSTOP)
+    try:
+        final_on_b = wait_final(api(key, svc=b), order_id, within=30)
+    finally:
+        os.kill(a.process.pid, signal.SIGCONT)
+    assert final_on_b["status"] == "FULFILLED" and len(final_on_b["cards"]) == 1
+    assert ok(on_a.get(f"/gift-cards/checkOrder/{order_id}")) == final_on_b
     assert "order final" in b.logs() and "order final" not in a.logs()
+
+
+def wait_for(found: Callable[[], object], within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not found():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.05)
 
 
 def test_many_orders_over_two_processes_are_each_finished_once(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -377,20 +378,25 @@ async def test_an_unreachable_server_is_limits_unavailable(kind: str) -> None:
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[Callable[..., tuple[Service, Service]]]:
-    """`pair(*args, redis=True)`: two service processes on one SQLite database, with these
-    options; with `redis`, both keep their limits in Redis under a prefix of this test."""
+    """`pair(*args, redis=True, postgresql=False)`: two service processes on one SQLite
+    database, with these options; with `redis`, both keep their limits in Redis under a prefix
+    of this test. With `postgresql` (and not `redis`), on one PostgreSQL database, which then
+    keeps the limits too."""
     started: list[Service] = []
     prefixes: list[str] = []
 
-    def make(*args: str, redis: bool = True) -> tuple[Service, Service]:
+    def make(*args: str, redis: bool = True, postgresql: bool = False) -> tuple[Service, Service]:
         if redis:
             prefixes.append(redis_server.fresh_prefix())
             args = (*args, "--redis", redis_server.URL, "--redis-prefix", prefixes[-1])
         n = len(started)
         (tmp_path / f"a{n}").mkdir()
         (tmp_path / f"b{n}").mkdir()
-        first = Service(tmp_path / f"a{n}", extra_args=args)
-        second = Service(tmp_path / f"b{n}", extra_args=args, db=first.db_url)
+        shared: dict[str, Any] = {}
+        if postgresql:
+            shared = {"db": pg.fresh_url(), "env": {"ONECLICKDZ_VAULT_KEY": os.urandom(32).hex()}}
+        first = Service(tmp_path / f"a{n}", extra_args=args, **shared)
+        second = Service(tmp_path / f"b{n}", extra_args=args, **{"db": first.db_url, **shared})
         started.extend([first, second])
         first.start()
         second.start()
@@ -406,10 +412,16 @@ def pair(tmp_path: Path) -> Iterator[Callable[..., tuple[Service, Service]]]:
 ANOTHER_IP = "127.0.0.2"  # a second loopback address: another client as far as both know
 
 
+BOTH_STATES = pytest.mark.parametrize(
+    "shared", ["redis", "postgresql"], ids=["sqlite+redis", "postgresql"]
+)
+
+
+@BOTH_STATES
 def test_bad_keys_spread_over_two_processes_block_the_ip_on_both(
-    pair: Callable[..., tuple[Service, Service]],
+    pair: Callable[..., tuple[Service, Service]], shared: str
 ) -> None:
-    first, second = pair()
+    first, second = pair(redis=shared == "redis", postgresql=shared == "postgresql")
     good = first.create_key(sandbox=True)
     intruders = [client(first, BAD_KEY, ANOTHER_IP), client(second, BAD_KEY, ANOTHER_IP)]
     fine = [client(first, good, ANOTHER_IP), client(second, good, ANOTHER_IP)]
@@ -431,10 +443,13 @@ def test_bad_keys_spread_over_two_processes_block_the_ip_on_both(
             c.close()
 
 
+@BOTH_STATES
 def test_a_rate_limit_counts_the_requests_of_both_processes(
-    pair: Callable[..., tuple[Service, Service]],
+    pair: Callable[..., tuple[Service, Service]], shared: str
 ) -> None:
-    first, second = pair("--rate-limit", "10")
+    first, second = pair(
+        "--rate-limit", "10", redis=shared == "redis", postgresql=shared == "postgresql"
+    )
     key = first.create_key(sandbox=True)
     calm = first.create_key(sandbox=True)
     clients = [client(first, key), client(second, key)]
