@@ -260,6 +260,27 @@ async def test_card_serials_only_grow(engine: Store) -> None:
     assert (await engine.write(reserve(1)))[0] > later
 
 
+# -- the contract: catalog ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_product_and_one_of_its_types_are_read_together(engine: Store) -> None:
+    product(engine, "p1", "t1")
+
+    def read(product_id: str, type_id: str) -> Callable[[Tx], object]:
+        return lambda tx: tx.catalog.product_and_type(product_id, type_id)
+
+    assert await engine.write(read("p1", "t1")) == (
+        ProductRecord("p1", "P", "Cat", True, None),
+        TypeRecord("p1", "t1", "T", 490, 10),
+    )
+    assert await engine.write(read("p1", "t9")) == (
+        ProductRecord("p1", "P", "Cat", True, None),
+        None,
+    )
+    assert await engine.write(read("p9", "t1")) is None
+
+
 # -- the contract: orders -------------------------------------------------------------------------
 
 

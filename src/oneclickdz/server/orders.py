@@ -61,9 +61,10 @@ def place(
     ref = cmd.ref
     if ref is not None and (existing := tx.orders.id_by_ref(key.account_id, key.env, ref)):
         raise _duplicated_ref(existing)
-    product = tx.catalog.product(cmd.product_id)
-    if product is None:
+    found = tx.catalog.product_and_type(cmd.product_id, cmd.type_id)
+    if found is None:
         raise not_found(f"Product '{cmd.product_id}' not found")
+    product, ptype = found
     available: int | None
     if cmd.type_id in TEST_TYPES:
         types = tx.catalog.types(product.id)
@@ -76,7 +77,6 @@ def place(
         price = types[0].price_cents
         available = None if product.enabled else 0  # the test types have no stock to run out
     else:
-        ptype = tx.catalog.type(product.id, cmd.type_id)
         if ptype is None:
             raise not_found(f"Type '{cmd.type_id}' not found for product '{product.id}'")
         price = ptype.price_cents

@@ -69,6 +69,63 @@ def run_batch(ops: BatchOps, jobs: list[Callable[[Tx], Any]]) -> list[Outcome]:
     return outcomes
 
 
+class PlainOps(Protocol):
+    """The transaction statements of an engine whose savepoints cost a round trip each."""
+
+    tx: Tx
+
+    def begin(self) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def aborts_batch(self, exc: BaseException) -> bool: ...
+
+
+def run_batch_replaying(
+    ops: PlainOps, jobs: list[Callable[[Tx], Any]]
+) -> tuple[list[Outcome], BaseException | None]:
+    """`run_batch` without savepoints: the jobs run in one transaction and commit together;
+    when one refuses (raises), the transaction is rolled back, the jobs before it run again and
+    commit on their own, and the refused one then runs first in a fresh transaction, where its
+    refusal (or success) is its own. A refusal costs a few short transactions; a batch without
+    one costs nothing more than its statements. Jobs must be functions of the database alone
+    (they are: every write is), since one may run more than once before it counts.
+
+    Returns the outcomes of the first jobs, in order: committed or refused, all of them unless a
+    transaction failed as a whole (`aborts_batch`: a deadlock, a lost connection). Then it was
+    rolled back, and that error comes second: the jobs without an outcome did not happen."""
+    outcomes: list[Outcome] = []
+    start, end = 0, len(jobs)
+    while start < len(jobs):
+        results: list[Any] = []
+        refusal: Exception | None = None
+        try:
+            ops.begin()
+            for job in jobs[start:end]:
+                try:
+                    results.append(job(ops.tx))
+                except Exception as exc:
+                    if ops.aborts_batch(exc):
+                        raise
+                    refusal = exc
+                    break
+            if refusal is None:
+                ops.commit()
+            else:
+                ops.rollback()
+        except Exception as exc:
+            ops.rollback()
+            return outcomes, exc
+        if refusal is None:
+            outcomes.extend((result, None) for result in results)
+            start, end = end, len(jobs)
+        elif results:  # commit the jobs before the refused one first, without it
+            end = start + len(results)
+        else:  # refused first in its transaction: the refusal is its own
+            outcomes.append((None, refusal))
+            start, end = start + 1, len(jobs)
+    return outcomes, None
+
+
 class Batcher(Protocol):
     """Runs one batch to its outcomes, whatever happens (an engine's retry policy lives here)."""
 

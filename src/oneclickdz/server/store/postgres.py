@@ -27,7 +27,7 @@ from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from oneclickdz.server.store.base import StoreBusy, StoreUnavailable, Tx
-from oneclickdz.server.store.batching import GroupCommit, Outcome, run_batch
+from oneclickdz.server.store.batching import GroupCommit, Outcome, run_batch_replaying
 from oneclickdz.server.store.postgres_repos import Connection, PgOrders, PgTx
 from oneclickdz.server.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS, VERSION_TABLE
 from oneclickdz.server.store.reader import RepositoryReader
@@ -36,8 +36,7 @@ T = TypeVar("T")
 log = logging.getLogger("oneclickdz.server.store")
 
 READ_THREADS = 8  # concurrent reads per process (and pooled read connections)
-MAX_BATCH = 64  # writes per transaction: past 64 savepoints a transaction's subtransaction
-# ids overflow PostgreSQL's per-backend cache, and every other session's snapshot pays for it
+MAX_BATCH = 256  # writes per transaction (no savepoints: see `run_batch_replaying`)
 RETRIES = 5  # attempts of one write that keeps meeting deadlocks or serialization failures
 CONNECT_TIMEOUT = 10  # seconds
 
@@ -56,41 +55,35 @@ def describe(url: str) -> str:
 
 
 class _PgOps:
-    """`BatchOps` on one autocommit connection (transactions are begun explicitly)."""
+    """`PlainOps` on one autocommit connection in pipeline mode: statements whose results are
+    not needed go out with the next one that is, and a commit waits for the server's answer."""
 
-    __slots__ = ("_c", "tx")
+    __slots__ = ("_c", "_pipeline", "tx")
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, pipeline: psycopg.Pipeline) -> None:
         self._c = conn
+        self._pipeline = pipeline
         self.tx: Tx = PgTx(conn)
 
     def begin(self) -> None:
         self._c.execute("BEGIN")
 
-    def savepoint(self) -> None:
-        self._c.execute("SAVEPOINT job")
-
-    def release(self) -> None:
-        self._c.execute("RELEASE SAVEPOINT job")
-
-    def rollback_to(self) -> None:
-        self._c.execute("ROLLBACK TO SAVEPOINT job")
-        self._c.execute("RELEASE SAVEPOINT job")
-
     def commit(self) -> None:
         self._c.execute("COMMIT")
+        self._pipeline.sync()  # durable (or refused) now, before any result is handed back
 
     def rollback(self) -> None:
         if self._c.closed or self._c.broken:
             return
         try:
             self._c.execute("ROLLBACK")
+            self._pipeline.sync()
         except psycopg.Error:  # the connection died under us: the server rolled back
             log.warning("rollback failed; the connection is discarded")
 
     def aborts_batch(self, exc: BaseException) -> bool:
-        # Deadlocks, serialization failures, lock and statement timeouts, lost connections.
-        return isinstance(exc, psycopg.OperationalError)
+        # Any database error: in pipeline mode it may surface in a later write than its own.
+        return isinstance(exc, psycopg.Error)
 
 
 class PgStore:
@@ -209,33 +202,44 @@ class PgStore:
     # -- the writer ------------------------------------------------------------------------
 
     def _run_batch(self, jobs: list[Callable[[Tx], Any]]) -> list[Outcome]:
-        """The batch in one transaction; if the database aborts it as a whole, each write
-        again on its own (so one write's deadlock never fails the others)."""
-        try:
-            return self._attempt(jobs)
-        except psycopg.OperationalError as exc:
-            if len(jobs) > 1:
-                log.info("write batch aborted; replaying its writes one by one",
-                         extra={"jobs": len(jobs), "reason": type(exc).__name__})  # fmt: skip
-            return [self._alone(job) for job in jobs]
-        except Exception as exc:
-            log.exception("write batch failed", extra={"jobs": len(jobs)})
-            return [(None, exc)] * len(jobs)
+        """The batch in as few transactions as its refusals allow; if the database aborts one
+        as a whole, each write not yet settled again on its own (so a deadlock between two
+        processes' batches, or a write's own database error, never fails the others)."""
+        outcomes, error = self._attempt(jobs)
+        if error is None:
+            return outcomes
+        rest = jobs[len(outcomes) :]
+        if not isinstance(error, psycopg.Error):  # not the database's doing: say so to each
+            log.error("write batch failed", exc_info=error, extra={"jobs": len(rest)})
+            return [*outcomes, *[(None, error)] * len(rest)]
+        if len(rest) > 1:
+            log.info("write batch aborted; replaying its writes one by one",
+                     extra={"jobs": len(rest), "reason": type(error).__name__})  # fmt: skip
+        return [*outcomes, *(self._alone(job) for job in rest)]
 
     def _alone(self, job: Callable[[Tx], Any]) -> Outcome:
-        for attempt in range(1, RETRIES + 1):
-            try:
-                return self._attempt([job])[0]
-            except (errors.DeadlockDetected, errors.SerializationFailure) as exc:
-                if attempt == RETRIES:
-                    return None, StoreBusy(f"write kept conflicting ({type(exc).__name__})")
-            except errors.LockNotAvailable:
+        for _ in range(RETRIES):
+            outcomes, error = self._attempt([job])
+            if error is None:
+                return outcomes[0]
+            if isinstance(error, errors.LockNotAvailable):
                 return None, StoreBusy("a row stayed locked by another writer")
-            except Exception as exc:  # a lost connection, a server gone: this write failed
-                log.warning("write failed", extra={"reason": type(exc).__name__})
-                return None, exc
-        raise AssertionError("unreachable")
+            if not isinstance(error, (errors.DeadlockDetected, errors.SerializationFailure)):
+                if isinstance(error, psycopg.OperationalError):  # a lost connection, a server gone
+                    log.warning("write failed", extra={"reason": type(error).__name__})
+                return None, error
+        return None, StoreBusy(f"write kept conflicting ({type(error).__name__})")
 
-    def _attempt(self, jobs: list[Callable[[Tx], Any]]) -> list[Outcome]:
-        with self._write_pool.connection() as conn:
-            return run_batch(_PgOps(conn), jobs)
+    def _attempt(
+        self, jobs: list[Callable[[Tx], Any]]
+    ) -> tuple[list[Outcome], BaseException | None]:
+        settled: tuple[list[Outcome], BaseException | None] = ([], None)
+        try:
+            with self._write_pool.connection() as conn, conn.pipeline() as pipeline:
+                settled = run_batch_replaying(_PgOps(conn, pipeline), jobs)
+        except Exception as exc:  # taking the connection, or leaving the pipeline
+            outcomes, error = settled
+            if error is None and len(outcomes) == len(jobs):
+                return settled  # every write was settled before: the rest is the connection's
+            return outcomes, error or exc
+        return settled

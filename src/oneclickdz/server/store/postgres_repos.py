@@ -6,7 +6,9 @@ conditional `UPDATE … RETURNING` (and `CHECK (balance_cents >= 0)` backs it), 
 inserted with `ON CONFLICT DO NOTHING` against the unique indexes (a racing ref is a
 `Conflict`, never a second order), cards are sold through `FOR UPDATE SKIP LOCKED`, fulfilment
 locks the order's row, and claims skip rows another claimant holds. Statements are prepared
-by psycopg after a few uses on each connection.
+by psycopg after a few uses on each connection. Every statement whose outcome decides anything
+returns rows (`RETURNING`), so it reads the same in pipeline mode, where a bare row count is
+not known until the pipeline syncs.
 """
 
 from __future__ import annotations
@@ -48,7 +50,24 @@ _ORDER_WITH_CARDS = (
 )
 _INSERT_ORDER = (
     f"INSERT INTO orders ({ORDER_COLUMNS}) VALUES "
-    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id"
+)
+
+
+_MOVE = (
+    "WITH moved AS (UPDATE balances SET balance_cents = balance_cents + %(delta)s "
+    "WHERE account_id = %(account)s AND env = %(env)s AND balance_cents + %(delta)s >= 0 "
+    "RETURNING balance_cents) "
+    "INSERT INTO transactions (id, account_id, env, type, operation, amount_cents, "
+    "old_balance_cents, new_balance_cents, objid, note, time) "
+    "SELECT %(id)s, %(account)s, %(env)s, %(type)s, %(operation)s, %(amount)s, "
+    "balance_cents - %(delta)s, balance_cents, %(objid)s, %(note)s, %(time)s FROM moved "
+    "RETURNING new_balance_cents"
+)
+_PRODUCT_AND_TYPE = (
+    "SELECT p.id, p.title, p.category, p.enabled, p.region, t.product_id, t.id, t.name, "
+    "t.price_cents, t.sandbox_stock FROM products p "
+    "LEFT JOIN product_types t ON t.product_id = p.id AND t.id = %s WHERE p.id = %s"
 )
 
 
@@ -125,10 +144,10 @@ class PgKeys:
         )
 
     def set_enabled(self, key_hash: bytes, enabled: bool) -> bool:
-        cur = self._c.execute(
-            "UPDATE api_keys SET enabled = %s WHERE key_hash = %s", (enabled, key_hash)
-        )
-        return cur.rowcount == 1
+        row = self._c.execute(
+            "UPDATE api_keys SET enabled = %s WHERE key_hash = %s RETURNING id", (enabled, key_hash)
+        ).fetchone()
+        return row is not None
 
 
 class PgLedger:
@@ -147,21 +166,25 @@ class PgLedger:
     def move(
         self, account_id: int, env: Env, delta_cents: int, entry: LedgerEntry
     ) -> TransactionRecord | None:
-        # One statement decides and moves: the row lock it takes orders concurrent movers, and
-        # each sees the balance the previous one committed.
+        # One statement decides, moves and records: the row lock it takes orders concurrent
+        # movers, each sees the balance the previous one committed, and no balance moves
+        # without its transaction row (nor a row without its move).
+        operation = Operation.CREDIT if delta_cents >= 0 else Operation.DEBIT
         row = self._c.execute(
-            "UPDATE balances SET balance_cents = balance_cents + %s "
-            "WHERE account_id = %s AND env = %s AND balance_cents + %s >= 0 "
-            "RETURNING balance_cents",
-            (delta_cents, account_id, env, delta_cents),
-        ).fetchone()
+            _MOVE,
+            {
+                "delta": delta_cents, "account": account_id, "env": env, "id": entry.id,
+                "type": entry.type, "operation": operation, "amount": abs(delta_cents),
+                "objid": entry.objid, "note": entry.note, "time": entry.time,
+            },
+        ).fetchone()  # fmt: skip
         if row is None:
             return None
         new = int(row[0])
-        record = TransactionRecord(
+        return TransactionRecord(
             id=entry.id,
             type=entry.type,
-            operation=Operation.CREDIT if delta_cents >= 0 else Operation.DEBIT,
+            operation=operation,
             amount_cents=abs(delta_cents),
             old_balance_cents=new - delta_cents,
             new_balance_cents=new,
@@ -169,17 +192,6 @@ class PgLedger:
             note=entry.note,
             time=entry.time,
         )
-        self._c.execute(
-            "INSERT INTO transactions (id, account_id, env, type, operation, amount_cents, "
-            "old_balance_cents, new_balance_cents, objid, note, time) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                record.id, account_id, env, record.type, record.operation,
-                record.amount_cents, record.old_balance_cents, record.new_balance_cents,
-                record.objid, record.note, record.time,
-            ),
-        )  # fmt: skip
-        return record
 
     def transactions(
         self, account_id: int, env: Env, window: TimeRange, limit: int, offset: int
@@ -247,6 +259,15 @@ class PgCatalog:
         ).fetchone()
         return None if row is None else TypeRecord(*row)
 
+    def product_and_type(
+        self, product_id: str, type_id: str
+    ) -> tuple[ProductRecord, TypeRecord | None] | None:
+        row = self._c.execute(_PRODUCT_AND_TYPE, (type_id, product_id)).fetchone()
+        if row is None:
+            return None
+        product = ProductRecord(row[0], row[1], row[2], row[3], row[4])
+        return product, None if row[5] is None else TypeRecord(*row[5:])
+
     def products(self) -> list[ProductRecord]:
         rows = self._c.execute(
             "SELECT id, title, category, enabled, region FROM products ORDER BY position, id"
@@ -302,10 +323,10 @@ class PgInventory:
             "SELECT id FROM cards WHERE product_id = %s AND type_id = %s AND order_id IS NULL "
             "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) unsold) "
             "UPDATE cards SET order_id = %s, position = picked.pos FROM picked "
-            "WHERE cards.id = picked.id AND cards.order_id IS NULL",
+            "WHERE cards.id = picked.id AND cards.order_id IS NULL RETURNING cards.id",
             (product_id, type_id, count, order_id),
         )
-        return cur.rowcount
+        return len(cur.fetchall())
 
     def next_serials(self, count: int) -> list[int]:
         if count < 1:
@@ -343,7 +364,7 @@ class PgOrders:
                 order.fulfilled_quantity, order.time, order.due_at,
             ),
         )  # fmt: skip
-        if cur.rowcount != 1:  # a unique index refused it (after waiting for a racing insert)
+        if cur.fetchone() is None:  # a unique index refused it (after waiting for a racing insert)
             raise Conflict(f"order {order.id}: its id or ref is already used")
 
     def get(self, order_id: str) -> OrderRecord | None:
@@ -375,12 +396,13 @@ class PgOrders:
     def finish(self, order_id: str, status: OrderStatus, fulfilled: int, now: str) -> bool:
         if status is OrderStatus.HANDLING:
             raise ValueError("an order is finished with a final status")
-        cur = self._c.execute(
+        row = self._c.execute(
             "UPDATE orders SET status = %s, fulfilled_quantity = %s, final_at = %s, "
-            f"lease_owner = NULL, lease_until = NULL WHERE id = %s AND status = '{_HANDLING}'",
+            f"lease_owner = NULL, lease_until = NULL WHERE id = %s AND status = '{_HANDLING}' "
+            "RETURNING id",
             (status, fulfilled, now, order_id),
-        )
-        return cur.rowcount == 1
+        ).fetchone()
+        return row is not None
 
     def claim_due(self, now: float, owner: str, until: float, limit: int) -> list[str]:
         rows = self._c.execute(

@@ -44,6 +44,13 @@ _ORDER_WITH_CARDS = (
 )
 
 
+_PRODUCT_AND_TYPE = (
+    "SELECT p.id, p.title, p.category, p.enabled, p.region, t.product_id, t.id, t.name, "
+    "t.price_cents, t.sandbox_stock FROM products p "
+    "LEFT JOIN product_types t ON t.product_id = p.id AND t.id = ? WHERE p.id = ?"
+)
+
+
 def _window_sql(window: TimeRange) -> tuple[str, dict[str, str]]:
     clauses, params = "", {}
     if window.start is not None:
@@ -233,6 +240,15 @@ class SqliteCatalog:
             (product_id, type_id),
         ).fetchone()
         return None if row is None else TypeRecord(*row)
+
+    def product_and_type(
+        self, product_id: str, type_id: str
+    ) -> tuple[ProductRecord, TypeRecord | None] | None:
+        row = self._c.execute(_PRODUCT_AND_TYPE, (type_id, product_id)).fetchone()
+        if row is None:
+            return None
+        product = ProductRecord(row[0], row[1], row[2], bool(row[3]), row[4])
+        return product, None if row[5] is None else TypeRecord(*row[5:])
 
     def products(self) -> list[ProductRecord]:
         rows = self._c.execute(
