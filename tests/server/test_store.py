@@ -147,6 +147,39 @@ async def test_a_failing_write_is_rolled_back_alone_in_its_group(engine: Store) 
     assert all(account_id is not None for account_id in found.values())
 
 
+@pytest.mark.anyio
+async def test_an_order_refused_by_the_database_in_a_group_undoes_its_debit_alone(
+    engine: Store,
+) -> None:
+    product(engine)
+    owner, key_id = account(engine)
+    await engine.write(lambda tx: tx.ledger.move(owner, "SANDBOX", 10_000, entry()))
+    await engine.write(partial(add_order, placed=order("taken", owner, key_id, ref="r0")))
+
+    def place(order_id: str, ref: str) -> Callable[[Tx], None]:
+        def run(tx: Tx) -> None:
+            # The debit first, then the order: a refused order must take its debit with it.
+            assert tx.ledger.move(owner, "SANDBOX", -490, entry(EntryType.ORDER, order_id))
+            tx.orders.add(order(order_id, owner, key_id, ref=ref))
+
+        return run
+
+    writes = [place(f"o{i}", f"r{i + 1}") for i in range(12)]
+    writes[5] = place("o5", "r0")  # a ref already used: the unique index refuses it
+    writes[9] = place("taken", "r99")  # an id already used
+    results = await asyncio.gather(*(engine.write(w) for w in writes), return_exceptions=True)
+    assert [i for i, r in enumerate(results) if isinstance(r, Conflict)] == [5, 9]
+    assert all(r is None for i, r in enumerate(results) if i not in (5, 9))
+    assert await engine.reader().ledger.balance(owner, "SANDBOX") == 10_000 - 10 * 490
+    listed, total = await engine.reader().ledger.transactions(owner, "SANDBOX", TimeRange(), 50, 0)
+    assert total == 11  # the deposit and ten debits: none for the refused orders
+    debits = sorted(
+        ((t.old_balance_cents, t.new_balance_cents) for t in listed if t.type is EntryType.ORDER),
+        reverse=True,
+    )
+    assert debits == [(10_000 - i * 490, 10_000 - (i + 1) * 490) for i in range(10)]
+
+
 # -- the contract: money --------------------------------------------------------------------------
 
 

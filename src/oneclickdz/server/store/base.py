@@ -215,8 +215,8 @@ class Inventory(Protocol):
         now: str,
         order_id: str | None = None,
         position: int | None = None,
-    ) -> int:
-        """Store a card (already sold to `order_id` at `position` when given); returns its id."""
+    ) -> None:
+        """Store a card (already sold to `order_id` at `position` when given)."""
         ...
 
     def fingerprints_present(self, fingerprints: Sequence[bytes]) -> set[bytes]: ...

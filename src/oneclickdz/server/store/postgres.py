@@ -28,7 +28,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from oneclickdz.server.store.base import StoreBusy, StoreUnavailable, Tx
 from oneclickdz.server.store.batching import GroupCommit, Outcome, run_batch_replaying
-from oneclickdz.server.store.postgres_repos import Connection, PgOrders, PgTx
+from oneclickdz.server.store.postgres_repos import (
+    BatchedPgTx,
+    Connection,
+    DeferredConflict,
+    PgOrders,
+    PgTx,
+)
 from oneclickdz.server.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS, VERSION_TABLE
 from oneclickdz.server.store.reader import RepositoryReader
 
@@ -39,6 +45,8 @@ READ_THREADS = 8  # concurrent reads per process (and pooled read connections)
 MAX_BATCH = 256  # writes per transaction (no savepoints: see `run_batch_replaying`)
 RETRIES = 5  # attempts of one write that keeps meeting deadlocks or serialization failures
 CONNECT_TIMEOUT = 10  # seconds
+# What makes a batch replay its unsettled writes one by one.
+_REPLAYED = (psycopg.Error, DeferredConflict)
 
 
 def is_postgres_url(url: str) -> bool:
@@ -56,19 +64,26 @@ def describe(url: str) -> str:
 
 class _PgOps:
     """`PlainOps` on one autocommit connection in pipeline mode: statements whose results are
-    not needed go out with the next one that is, and a commit waits for the server's answer."""
+    not needed go out with the next one that is, and a commit waits for the server's answer.
+    A batch of several writes runs them on a `BatchedPgTx` (balances held and written back
+    once, catalog reads remembered, new orders checked at the end); a write alone runs on a
+    `PgTx`, where every refusal is exact."""
 
-    __slots__ = ("_c", "_pipeline", "tx")
+    __slots__ = ("_batched", "_c", "_pipeline", "tx")
 
-    def __init__(self, conn: Connection, pipeline: psycopg.Pipeline) -> None:
+    def __init__(self, conn: Connection, pipeline: psycopg.Pipeline, batched: bool) -> None:
         self._c = conn
         self._pipeline = pipeline
+        self._batched = batched
         self.tx: Tx = PgTx(conn)
 
     def begin(self) -> None:
+        self.tx = BatchedPgTx(self._c) if self._batched else PgTx(self._c)
         self._c.execute("BEGIN")
 
     def commit(self) -> None:
+        if isinstance(self.tx, BatchedPgTx):
+            self.tx.settle()
         self._c.execute("COMMIT")
         self._pipeline.sync()  # durable (or refused) now, before any result is handed back
 
@@ -83,7 +98,7 @@ class _PgOps:
 
     def aborts_batch(self, exc: BaseException) -> bool:
         # Any database error: in pipeline mode it may surface in a later write than its own.
-        return isinstance(exc, psycopg.Error)
+        return isinstance(exc, _REPLAYED)
 
 
 class PgStore:
@@ -209,7 +224,7 @@ class PgStore:
         if error is None:
             return outcomes
         rest = jobs[len(outcomes) :]
-        if not isinstance(error, psycopg.Error):  # not the database's doing: say so to each
+        if not isinstance(error, _REPLAYED):  # not the database's doing: say so to each
             log.error("write batch failed", exc_info=error, extra={"jobs": len(rest)})
             return [*outcomes, *[(None, error)] * len(rest)]
         if len(rest) > 1:
@@ -236,7 +251,8 @@ class PgStore:
         settled: tuple[list[Outcome], BaseException | None] = ([], None)
         try:
             with self._write_pool.connection() as conn, conn.pipeline() as pipeline:
-                settled = run_batch_replaying(_PgOps(conn, pipeline), jobs)
+                ops = _PgOps(conn, pipeline, batched=len(jobs) > 1)
+                settled = run_batch_replaying(ops, jobs)
         except Exception as exc:  # taking the connection, or leaving the pipeline
             outcomes, error = settled
             if error is None and len(outcomes) == len(jobs):

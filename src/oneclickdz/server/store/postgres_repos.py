@@ -64,11 +64,24 @@ _MOVE = (
     "balance_cents - %(delta)s, balance_cents, %(objid)s, %(note)s, %(time)s FROM moved "
     "RETURNING new_balance_cents"
 )
+_FINISH = (
+    "UPDATE orders SET status = %s, fulfilled_quantity = %s, final_at = %s, "
+    f"lease_owner = NULL, lease_until = NULL WHERE id = %s AND status = '{_HANDLING}' "
+    "RETURNING id"
+)
 _PRODUCT_AND_TYPE = (
     "SELECT p.id, p.title, p.category, p.enabled, p.region, t.product_id, t.id, t.name, "
     "t.price_cents, t.sandbox_stock FROM products p "
     "LEFT JOIN product_types t ON t.product_id = p.id AND t.id = %s WHERE p.id = %s"
 )
+
+
+def _order_params(order: OrderRecord) -> tuple[Any, ...]:
+    return (
+        order.id, order.account_id, order.env, order.key_id, order.ref, order.product_id,
+        order.type_id, order.quantity, order.price_cents, order.status,
+        order.fulfilled_quantity, order.time, order.due_at,
+    )  # fmt: skip
 
 
 def _window_sql(window: TimeRange) -> tuple[str, dict[str, str]]:
@@ -290,14 +303,14 @@ class PgInventory:
         now: str,
         order_id: str | None = None,
         position: int | None = None,
-    ) -> int:
-        row = self._c.execute(
+    ) -> None:
+        # No result awaited (the fingerprint's unique index still refuses a duplicate, at the
+        # next statement that waits for one, or at the commit).
+        self._c.execute(
             "INSERT INTO cards (product_id, type_id, secret, fingerprint, order_id, position, "
-            "added_at) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            "added_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
             (product_id, type_id, secret, fingerprint, order_id, position, now),
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
+        )
 
     def fingerprints_present(self, fingerprints: Sequence[bytes]) -> set[bytes]:
         if not fingerprints:
@@ -356,14 +369,7 @@ class PgOrders:
         self._c = conn
 
     def add(self, order: OrderRecord) -> None:
-        cur = self._c.execute(
-            _INSERT_ORDER,
-            (
-                order.id, order.account_id, order.env, order.key_id, order.ref, order.product_id,
-                order.type_id, order.quantity, order.price_cents, order.status,
-                order.fulfilled_quantity, order.time, order.due_at,
-            ),
-        )  # fmt: skip
+        cur = self._c.execute(_INSERT_ORDER, _order_params(order))
         if cur.fetchone() is None:  # a unique index refused it (after waiting for a racing insert)
             raise Conflict(f"order {order.id}: its id or ref is already used")
 
@@ -396,12 +402,7 @@ class PgOrders:
     def finish(self, order_id: str, status: OrderStatus, fulfilled: int, now: str) -> bool:
         if status is OrderStatus.HANDLING:
             raise ValueError("an order is finished with a final status")
-        row = self._c.execute(
-            "UPDATE orders SET status = %s, fulfilled_quantity = %s, final_at = %s, "
-            f"lease_owner = NULL, lease_until = NULL WHERE id = %s AND status = '{_HANDLING}' "
-            "RETURNING id",
-            (status, fulfilled, now, order_id),
-        ).fetchone()
+        row = self._c.execute(_FINISH, (status, fulfilled, now, order_id)).fetchone()
         return row is not None
 
     def claim_due(self, now: float, owner: str, until: float, limit: int) -> list[str]:
@@ -474,3 +475,149 @@ class PgTx:
         self.inventory = PgInventory(conn)
         self.orders = PgOrders(conn)
         self.settings = PgSettings(conn)
+
+
+# -- a batch's unit of work: the same contract, in fewer round trips --------------------------
+
+
+class DeferredConflict(Exception):
+    """An order deferred by a batch was refused by a unique index at the batch's end: the
+    batch is rolled back and its writes run again one by one, where the refusal is exact."""
+
+
+class BatchedLedger(PgLedger):
+    """Moves within one transaction of many writes: the first move of an account's balance
+    locks its row (`FOR UPDATE`) and reads it; later moves decide on that figure in memory,
+    which no other transaction can change while the lock is held, and only queue their
+    transaction rows. `flush` writes the balances back before the commit, where
+    `CHECK (balance_cents >= 0)` still stands guard."""
+
+    __slots__ = ("_balances", "_dirty")
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(conn)
+        self._balances: dict[tuple[int, str], int | None] = {}
+        self._dirty: set[tuple[int, str]] = set()
+
+    def balance(self, account_id: int, env: Env) -> int:
+        held = self._balances.get((account_id, env))
+        return super().balance(account_id, env) if held is None else held
+
+    def move(
+        self, account_id: int, env: Env, delta_cents: int, entry: LedgerEntry
+    ) -> TransactionRecord | None:
+        account = (account_id, env)
+        if account not in self._balances:
+            row = self._c.execute(
+                "SELECT balance_cents FROM balances WHERE account_id = %s AND env = %s FOR UPDATE",
+                account,
+            ).fetchone()
+            self._balances[account] = None if row is None else int(row[0])
+        old = self._balances[account]
+        if old is None or old + delta_cents < 0:
+            return None
+        new = old + delta_cents
+        record = TransactionRecord(
+            id=entry.id,
+            type=entry.type,
+            operation=Operation.CREDIT if delta_cents >= 0 else Operation.DEBIT,
+            amount_cents=abs(delta_cents),
+            old_balance_cents=old,
+            new_balance_cents=new,
+            objid=entry.objid,
+            note=entry.note,
+            time=entry.time,
+        )
+        self._c.execute(  # no result awaited: it goes out with the next statement that has one
+            "INSERT INTO transactions (id, account_id, env, type, operation, amount_cents, "
+            "old_balance_cents, new_balance_cents, objid, note, time) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                record.id, account_id, env, record.type, record.operation, record.amount_cents,
+                old, new, record.objid, record.note, record.time,
+            ),
+        )  # fmt: skip
+        self._balances[account] = new
+        self._dirty.add(account)
+        return record
+
+    def flush(self) -> None:
+        for account_id, env in self._dirty:
+            self._c.execute(
+                "UPDATE balances SET balance_cents = %s WHERE account_id = %s AND env = %s",
+                (self._balances[account_id, env], account_id, env),
+            )
+        self._dirty.clear()
+
+
+class MemoCatalog(PgCatalog):
+    """Catalog reads remembered for one transaction (a batch of placements reads the same
+    product and type once); a write to the catalog in it forgets them."""
+
+    __slots__ = ("_memo",)
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(conn)
+        self._memo: dict[tuple[str, str], tuple[ProductRecord, TypeRecord | None] | None] = {}
+
+    def product_and_type(
+        self, product_id: str, type_id: str
+    ) -> tuple[ProductRecord, TypeRecord | None] | None:
+        key = (product_id, type_id)
+        if key not in self._memo:
+            self._memo[key] = super().product_and_type(product_id, type_id)
+        return self._memo[key]
+
+    def upsert_product(self, product: ProductRecord, position: int) -> None:
+        self._memo.clear()
+        super().upsert_product(product, position)
+
+    def upsert_type(self, ptype: TypeRecord, position: int) -> None:
+        self._memo.clear()
+        super().upsert_type(ptype, position)
+
+
+class DeferredOrders(PgOrders):
+    """New orders inserted, and orders finished, without waiting for the answer; `verify`
+    collects the answers before the commit and raises `DeferredConflict` if one was refused."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(conn)
+        self._pending: list[psycopg.Cursor[tuple[Any, ...]]] = []
+
+    def add(self, order: OrderRecord) -> None:
+        self._pending.append(self._c.execute(_INSERT_ORDER, _order_params(order)))
+
+    def finish(self, order_id: str, status: OrderStatus, fulfilled: int, now: str) -> bool:
+        """Reported done at once: its caller holds the order's row lock and saw it HANDLING
+        (`lock`), so it cannot fail; `verify` still checks that it did not."""
+        if status is OrderStatus.HANDLING:
+            raise ValueError("an order is finished with a final status")
+        self._pending.append(self._c.execute(_FINISH, (status, fulfilled, now, order_id)))
+        return True
+
+    def verify(self) -> None:
+        pending, self._pending = self._pending, []
+        if any(cur.fetchone() is None for cur in pending):
+            raise DeferredConflict("a write of the batch was refused by the database")
+
+
+class BatchedPgTx:
+    """The unit of work of a batch: `PgTx`'s repositories, with the ledger, the catalog and
+    new orders in fewer round trips; `settle` must run before the commit."""
+
+    __slots__ = ("catalog", "inventory", "keys", "ledger", "orders", "settings")
+
+    def __init__(self, conn: Connection) -> None:
+        self.keys = PgKeys(conn)
+        self.ledger = BatchedLedger(conn)
+        self.catalog = MemoCatalog(conn)
+        self.inventory = PgInventory(conn)
+        self.orders = DeferredOrders(conn)
+        self.settings = PgSettings(conn)
+
+    def settle(self) -> None:
+        self.ledger.flush()
+        self.orders.verify()

@@ -272,13 +272,12 @@ class SqliteInventory:
         now: str,
         order_id: str | None = None,
         position: int | None = None,
-    ) -> int:
-        cur = self._c.execute(
+    ) -> None:
+        self._c.execute(
             "INSERT INTO cards (product_id, type_id, secret, fingerprint, order_id, position, "
             "added_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (product_id, type_id, secret, fingerprint, order_id, position, now),
         )
-        return cast(int, cur.lastrowid)
 
     def fingerprints_present(self, fingerprints: Sequence[bytes]) -> set[bytes]:
         found: set[bytes] = set()
