@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import pytest
 
 from oneclickdz.server.testing import Service, cli, free_port
+from tests import pg
 from tests.server.conftest import Api
 from tests.server.helpers import balance, ok, place, query, wait_final
 
@@ -70,3 +74,22 @@ def test_fulfilment_delay_may_not_exceed_the_45_second_promise() -> None:
     )
     assert result.returncode == 2
     assert "HIGH <= 40" in result.stderr
+
+
+def test_the_database_password_is_never_logged(tmp_path: Path) -> None:
+    url = pg.fresh_url()  # trust auth here: any password is accepted, and must never show
+    secret_url = url.replace("://postgres@", "://postgres:Pw-s3cret-9@", 1)
+    assert secret_url != url
+    svc = Service(tmp_path, db=secret_url, env={"ONECLICKDZ_VAULT_KEY": os.urandom(32).hex()})
+    svc.start()
+    try:
+        c = httpx.Client(
+            base_url=svc.base_url, headers={"X-Access-Token": svc.create_key(balance=1000)}
+        )
+        with c:
+            wait_final(c, place(c))
+    finally:
+        svc.stop()
+    logs = svc.logs()
+    assert "postgres:***@" in logs  # the start-up line names the database
+    assert "Pw-s3cret-9" not in logs

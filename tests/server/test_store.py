@@ -447,7 +447,9 @@ def test_an_unreachable_postgresql_is_one_clear_error_without_the_password() -> 
     with pytest.raises(StoreUnavailable) as caught:
         open_store(f"postgresql://someone:s3cret-pw@127.0.0.1:{closed_port}/db")
     message = str(caught.value)
-    assert message.startswith(f"cannot connect to postgresql://someone@127.0.0.1:{closed_port}/db")
+    assert message.startswith(
+        f"cannot connect to postgresql://someone:***@127.0.0.1:{closed_port}/db: "
+    )
     assert "s3cret-pw" not in message and "\n" not in message
 
 

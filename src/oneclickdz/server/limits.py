@@ -33,7 +33,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+
+from oneclickdz._redact import one_line, safe_url
+from oneclickdz.server.store import is_postgres_url
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -696,7 +698,7 @@ def open_limits(config: ServerConfig, clock: OffsetClock) -> LimitState:
         redis_state = RedisLimits(config.redis_url, policy, shared_time(clock), config.redis_prefix)
         redis_state.check()
         return FailOpen(redis_state, local)
-    if config.db_url.startswith(("postgresql:", "postgres:")):
+    if is_postgres_url(config.db_url):
         pg_state = PostgresLimits(config.db_url, policy, shared_time(clock))
         pg_state.setup()
         return FailOpen(pg_state, local)
@@ -709,23 +711,3 @@ def check_limits(config: ServerConfig) -> None:
     from oneclickdz.server.auth import MovableClock
 
     open_limits(config, MovableClock())  # connects lazily: nothing is left open
-
-
-# -- messages ---------------------------------------------------------------------------------
-
-
-def safe_url(url: str) -> str:
-    """`url` with its password, if any, replaced by `***` (for messages and logs)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rpartition("@")
-        user = netloc[0].partition(":")[0]
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
-    except ValueError:
-        return "<unparsable URL>"
-
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

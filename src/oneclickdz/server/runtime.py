@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
+from oneclickdz._redact import safe_url
 from oneclickdz.server.app import create_app
 from oneclickdz.server.auth import Authenticator, MovableClock
 from oneclickdz.server.backend import Backend
@@ -103,7 +104,7 @@ def build(config: ServerConfig, faults: FaultRules | None = None) -> tuple[ASGIA
             "service started",
             extra={
                 "seed": chance.seed,
-                "db": config.db_url,
+                "db": safe_url(config.db_url),
                 "fulfilmentOwner": fulfilment.owner,
                 "fulfillDelay": list(config.fulfill_delay),
                 "faults": [str(rule) for rule in faults.rules],

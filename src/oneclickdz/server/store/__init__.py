@@ -42,8 +42,13 @@ __all__ = [
     "TransactionRecord",
     "Tx",
     "TypeRecord",
+    "is_postgres_url",
     "open_store",
 ]
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
 
 
 def open_store(url: str, busy_timeout: float = 5.0) -> Store:
@@ -56,7 +61,7 @@ def open_store(url: str, busy_timeout: float = 5.0) -> Store:
         from oneclickdz.server.store.sqlite import SqliteStore
 
         return SqliteStore(url, busy_timeout)
-    if url.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(url):
         from oneclickdz.server.store.postgres import PgStore
 
         return PgStore(url, busy_timeout)

@@ -20,12 +20,12 @@ import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from oneclickdz._redact import one_line, safe_url
 from oneclickdz.server.store.base import StoreBusy, StoreUnavailable, Tx
 from oneclickdz.server.store.batching import GroupCommit, Outcome, run_batch_replaying
 from oneclickdz.server.store.postgres_repos import (
@@ -47,19 +47,6 @@ RETRIES = 5  # attempts of one write that keeps meeting deadlocks or serializati
 CONNECT_TIMEOUT = 10  # seconds
 # What makes a batch replay its unsettled writes one by one.
 _REPLAYED = (psycopg.Error, DeferredConflict)
-
-
-def is_postgres_url(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://"))
-
-
-def describe(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    user = f"{parts.username}@" if parts.username else ""
-    return f"postgresql://{user}{host}{port}{parts.path}"
 
 
 class _PgOps:
@@ -135,12 +122,11 @@ class PgStore:
                 pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         except psycopg.OperationalError as exc:
             self.close()
-            reason = " ".join(str(exc).split()) or type(exc).__name__
-            raise StoreUnavailable(f"cannot connect to {describe(url)}: {reason}") from None
+            raise StoreUnavailable(f"cannot connect to {safe_url(url)}: {one_line(exc)}") from None
         except PoolTimeout:
             self.close()
             raise StoreUnavailable(
-                f"cannot connect to {describe(url)} within {CONNECT_TIMEOUT:g} s "
+                f"cannot connect to {safe_url(url)} within {CONNECT_TIMEOUT:g} s "
                 "(is PostgreSQL running, and do the user, database and password match?)"
             ) from None
         except BaseException:
@@ -170,7 +156,7 @@ class PgStore:
             version = 0 if row is None else int(row[0])
             if version > len(MIGRATIONS):
                 raise RuntimeError(
-                    f"{describe(self.url)} is at schema version {version}, newer than this "
+                    f"{safe_url(self.url)} is at schema version {version}, newer than this "
                     f"oneclickdz ({len(MIGRATIONS)}); upgrade oneclickdz"
                 )
             for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
