@@ -63,7 +63,6 @@ class Fulfilment:
         self._round = asyncio.Lock()  # one claim-and-finish round at a time in this process
         self._offset = 0.0  # seconds the fulfilment clock runs ahead of the wall clock
         self.pending = 0  # orders claimed by this process and not yet finished
-        self.finished = 0
         # For the metrics: called with each final order's lag, in seconds after its due time.
         self.on_final: Callable[[float], None] = lambda lag: None
         # Fault injection (`fulfil:RATE:delay=S`): seconds to hold a round's claimed orders.
@@ -156,7 +155,6 @@ class Fulfilment:
             )
             return
         if order is not None:
-            self.finished += 1
             self.on_final(self.now() - order.due_at)
             log.info(
                 "order final",
