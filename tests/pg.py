@@ -13,11 +13,12 @@ import atexit
 import itertools
 import os
 import secrets
+from typing import NoReturn
 from urllib.parse import quote
 
 import pytest
 
-__all__ = ["ADMIN_URL", "REQUIRED", "fresh_url", "require"]
+__all__ = ["ADMIN_URL", "REQUIRED", "fresh_url", "require", "unavailable"]
 
 ADMIN_URL = os.environ.get(
     "ONECLICKDZ_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -56,15 +57,20 @@ def _drop(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def unavailable(reason: str) -> NoReturn:
+    """A service the calling test needs does not answer: skip it with one line, as the issue
+    asks, or fail when ONECLICKDZ_REQUIRE_POSTGRES=1 (CI), so CI can never skip it."""
+    if REQUIRED:
+        pytest.fail(f"ONECLICKDZ_REQUIRE_POSTGRES=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def require() -> None:
     """Skip the calling test when no PostgreSQL answers (fail instead when it is required)."""
     try:
         _database()
     except RuntimeError as exc:
-        reason = f"no PostgreSQL at {ADMIN_URL} ({exc})"
-        if REQUIRED:
-            pytest.fail(f"ONECLICKDZ_REQUIRE_POSTGRES=1 but {reason}", pytrace=False)
-        pytest.skip(reason)
+        unavailable(f"no PostgreSQL at {ADMIN_URL} ({exc})")
 
 
 def fresh_url() -> str:

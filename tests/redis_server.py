@@ -14,22 +14,14 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from oneclickdz.server.testing import free_port
-from tests.pg import REQUIRED
+from tests.pg import unavailable
 
 __all__ = ["URL", "RedisProcess", "forget", "fresh_prefix", "require"]
 
 URL = os.environ.get("ONECLICKDZ_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 _state: dict[str, str] = {}  # "error": why there is no Redis, once known
-
-
-def _skip_or_fail(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(f"ONECLICKDZ_REQUIRE_POSTGRES=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def require() -> None:
@@ -46,7 +38,7 @@ def require() -> None:
             return
         except (redis.RedisError, OSError) as exc:
             _state["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-    _skip_or_fail(f"no Redis at {URL} ({_state['error']})")
+    unavailable(f"no Redis at {URL} ({_state['error']})")
 
 
 def fresh_prefix() -> str:
@@ -71,7 +63,7 @@ class RedisProcess:
     def __init__(self, workdir: Path) -> None:
         program = shutil.which("redis-server")
         if program is None:
-            _skip_or_fail("no redis-server program to run a private Redis")
+            unavailable("no redis-server program to run a private Redis")
         self.program = str(program)
         self.workdir = workdir
         self.port = free_port()
