@@ -119,7 +119,8 @@ def writes_blocked(svc: Service) -> Iterator[None]:
 
 
 SERVICE_TABLES = ("accounts", "balances", "api_keys", "transactions", "products",
-                  "product_types", "orders", "cards", "settings")  # fmt: skip
+                  "product_types", "orders", "cards", "settings", "webhook_endpoints",
+                  "webhook_events", "webhook_deliveries", "webhook_attempts")  # fmt: skip
 
 
 def stored_bytes(svc: Service) -> bytes:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -30,14 +30,14 @@ from oneclickdz.server.config import (
 )
 
 from ._app import EXTRAS, SERVICE, app, needs_extra
-from ._core import ExitCode, JsonOption, Settings, fail, settings
+from ._core import ExitCode, JsonOption, Output, Settings, fail, settings
 
 if TYPE_CHECKING:
     from oneclickdz.server.store import Store
     from oneclickdz.server.vault import Vault
 
 admin_app = typer.Typer(
-    help="Manage a service database: keys, deposits, card inventory, catalog.",
+    help="Manage a service database: keys, deposits, card inventory, catalog, webhooks.",
     no_args_is_help=True,
 )
 app.add_typer(admin_app, name="admin", rich_help_panel=SERVICE)
@@ -71,6 +71,7 @@ def _var(name: str) -> str:
 
 
 LIMITS = "Connection limits"
+WEBHOOKS = "Webhooks"
 
 
 @app.command(rich_help_panel=SERVICE)
@@ -238,6 +239,44 @@ def serve(
             help="Prefix of this service's keys in Redis: one per service sharing a Redis.",
         ),
     ] = "oneclickdz",
+    webhook_allow_private: Annotated[
+        bool,
+        typer.Option(
+            "--webhook-allow-private",
+            envvar=_var("WEBHOOK_ALLOW_PRIVATE"),
+            help="Send webhooks to private and loopback addresses too (tests on 127.0.0.1).",
+            rich_help_panel=WEBHOOKS,
+        ),
+    ] = False,
+    webhook_concurrency: Annotated[
+        int,
+        typer.Option(
+            envvar=_var("WEBHOOK_CONCURRENCY"),
+            min=1,
+            max=1024,
+            help="Webhook deliveries in flight at once, per process.",
+            rich_help_panel=WEBHOOKS,
+        ),
+    ] = 32,
+    webhook_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar=_var("WEBHOOK_TIMEOUT"),
+            min=0.1,
+            max=60,
+            help="Seconds one webhook attempt may take.",
+            rich_help_panel=WEBHOOKS,
+        ),
+    ] = 10.0,
+    webhook_retries: Annotated[
+        str,
+        typer.Option(
+            envvar=_var("WEBHOOK_RETRIES"),
+            help="Seconds before each retry of a failed webhook, comma-separated (each ±20%); "
+            "after the last, the delivery is FAILED.",
+            rich_help_panel=WEBHOOKS,
+        ),
+    ] = "5,60,600,3600,21600,57600",
     json_output: JsonOption = False,
 ) -> None:
     """Run the OneClickDZ v3 gift-card API on HOST:PORT (JSON logs on stderr).
@@ -245,10 +284,11 @@ def serve(
     Every option can also be set by the environment variable shown beside it.
     """
     settings(ctx, json_output=json_output)
-    from oneclickdz.server.config import ServerConfig, parse_delay
+    from oneclickdz.server.config import ServerConfig, parse_delay, parse_schedule
 
     try:
         delay = parse_delay(fulfill_delay)
+        retries = parse_schedule(webhook_retries)
     except ValueError as exc:
         fail(str(exc))
     config = ServerConfig(
@@ -259,6 +299,8 @@ def serve(
         max_body_bytes=max_body_bytes, header_timeout=header_timeout, body_timeout=body_timeout,
         keepalive_timeout=keepalive_timeout, metrics=metrics, workers=workers,
         fulfil_lease=fulfil_lease, redis_url=redis, redis_prefix=redis_prefix,
+        webhook_allow_private=webhook_allow_private, webhook_concurrency=webhook_concurrency,
+        webhook_timeout=webhook_timeout, webhook_retries=retries,
     )  # fmt: skip
     from oneclickdz.server.limits import LimitsUnavailable
     from oneclickdz.server.runtime import CannotListen
@@ -417,3 +459,188 @@ def _set_enabled(s: Settings, key: str, enabled: bool) -> None:
     with database(s) as (store, _):
         ops.set_key_enabled(store, key, enabled)
     s.emit({"key": mask(key), "enabled": enabled}, lambda out: None)
+
+
+# -- webhooks -------------------------------------------------------------------------------
+
+
+def _endpoint_line(view: dict[str, Any]) -> str:
+    status = view["status"] + (f" ({view['disabledReason']})" if "disabledReason" in view else "")
+    return f"{view['id']}  {view['url']}  {','.join(view['events'])}  {status}"
+
+
+@admin_app.command("add-webhook")
+def add_webhook(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="The API key whose orders the webhooks are about.")],
+    url: Annotated[str, typer.Argument(help="Where to POST them: an http(s) URL.")],
+    events: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--events",
+            help="Event types, comma-separated or repeated (default: all): order.fulfilled, "
+            "order.partially_filled, order.refunded.",
+        ),
+    ] = None,
+    allow_private: Annotated[
+        bool,
+        typer.Option(
+            "--allow-private",
+            help="Accept a private or loopback address (the service must run with "
+            "--webhook-allow-private to send there).",
+        ),
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Add a webhook endpoint; prints its whsec_ secret on the last line, this once only."""
+    from oneclickdz.server import admin as ops
+    from oneclickdz.server.webhooks import endpoint_view
+
+    s = settings(ctx, json_output=json_output)
+    types = [t.strip() for item in events or [] for t in item.split(",") if t.strip()]
+    with database(s) as (store, vault):
+        made = ops.add_webhook(store, vault, key, url, types, allow_private)
+    view = endpoint_view(made.endpoint)
+
+    def human(out: Output) -> None:
+        out.line(_endpoint_line(view))
+        out.line(made.secret)
+
+    s.emit({**view, "secret": made.secret}, human)
+
+
+@admin_app.command("list-webhooks")
+def list_webhooks(
+    ctx: typer.Context,
+    key: Annotated[str | None, typer.Option("--key", help="Only this API key's endpoints.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List webhook endpoints (never their secrets): id, URL, events, status."""
+    from oneclickdz.server import admin as ops
+    from oneclickdz.server.webhooks import endpoint_view
+
+    s = settings(ctx, json_output=json_output)
+    with database(s) as (store, _):
+        views = [endpoint_view(e) for e in ops.list_webhooks(store, key)]
+
+    def human(out: Output) -> None:
+        for view in views:
+            out.line(_endpoint_line(view))
+
+    s.emit(views, human)
+
+
+EndpointId = Annotated[int, typer.Argument(help="The endpoint's id (see list-webhooks).")]
+
+
+@admin_app.command("remove-webhook")
+def remove_webhook(
+    ctx: typer.Context, endpoint: EndpointId, json_output: JsonOption = False
+) -> None:
+    """Remove an endpoint: nothing more is sent to it; its pending deliveries are cancelled."""
+    from oneclickdz.server import admin as ops
+
+    s = settings(ctx, json_output=json_output)
+    with database(s) as (store, _):
+        ops.remove_webhook(store, endpoint)
+    s.emit({"id": endpoint, "status": "REMOVED"}, lambda out: out.line(f"removed {endpoint}"))
+
+
+@admin_app.command("enable-webhook")
+def enable_webhook(
+    ctx: typer.Context, endpoint: EndpointId, json_output: JsonOption = False
+) -> None:
+    """Send to a disabled endpoint again (one a 410 disabled, say)."""
+    _webhook_enabled(settings(ctx, json_output=json_output), endpoint, True)
+
+
+@admin_app.command("disable-webhook")
+def disable_webhook(
+    ctx: typer.Context, endpoint: EndpointId, json_output: JsonOption = False
+) -> None:
+    """Stop sending to an endpoint; its pending deliveries are cancelled."""
+    _webhook_enabled(settings(ctx, json_output=json_output), endpoint, False)
+
+
+def _webhook_enabled(s: Settings, endpoint: int, enabled: bool) -> None:
+    from oneclickdz.server import admin as ops
+    from oneclickdz.server.webhooks import endpoint_view
+
+    with database(s) as (store, _):
+        view = endpoint_view(ops.set_webhook_enabled(store, endpoint, enabled))
+    s.emit(view, lambda out: out.line(_endpoint_line(view)))
+
+
+@admin_app.command("rotate-webhook-secret")
+def rotate_webhook_secret(
+    ctx: typer.Context,
+    endpoint: EndpointId,
+    grace: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Seconds the old secret keeps signing beside the new one (default 24 h)."
+        ),
+    ] = 86400.0,
+    json_output: JsonOption = False,
+) -> None:
+    """Give an endpoint a new secret (printed on the last line, once); both sign meanwhile."""
+    from oneclickdz.server import admin as ops
+    from oneclickdz.server.webhooks import endpoint_view
+
+    s = settings(ctx, json_output=json_output)
+    with database(s) as (store, vault):
+        made = ops.rotate_webhook_secret(store, vault, endpoint, grace)
+    view = endpoint_view(made.endpoint)
+
+    def human(out: Output) -> None:
+        out.line(f"{_endpoint_line(view)}  old secret signs until {view['previousSecretUntil']}")
+        out.line(made.secret)
+
+    s.emit({**view, "secret": made.secret}, human)
+
+
+@admin_app.command("webhook-log")
+def webhook_log(
+    ctx: typer.Context,
+    event: Annotated[str | None, typer.Argument(help="Only this event's attempts.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="Most attempts shown.")] = 50,
+    json_output: JsonOption = False,
+) -> None:
+    """The latest webhook delivery attempts, newest first: outcome, HTTP status, latency."""
+    from dataclasses import asdict
+
+    from oneclickdz.server import admin as ops
+
+    s = settings(ctx, json_output=json_output)
+    with database(s) as (store, _):
+        attempts = ops.webhook_log(store, event, limit)
+
+    def human(out: Output) -> None:
+        for a in attempts:
+            status = "-" if a.status_code is None else str(a.status_code)
+            latency = "-" if a.latency_ms is None else f"{a.latency_ms:.1f} ms"
+            error = f"  {a.error}" if a.error else ""
+            out.line(
+                f"{a.time}  {a.event_id}  endpoint {a.endpoint_id}  #{a.attempt}  "
+                f"{a.outcome}  {status}  {latency}{error}"
+            )
+
+    s.emit([asdict(a) for a in attempts], human)
+
+
+@admin_app.command("webhook-replay")
+def webhook_replay(
+    ctx: typer.Context,
+    event: Annotated[str, typer.Argument(help="The event id (evt_…, the webhook-id header).")],
+    json_output: JsonOption = False,
+) -> None:
+    """Send an event again, now, to every enabled endpoint it was for."""
+    from oneclickdz.server import admin as ops
+
+    s = settings(ctx, json_output=json_output)
+    with database(s) as (store, _):
+        count = ops.replay_webhook(store, event)
+    s.emit(
+        {"event": event, "deliveries": count},
+        lambda out: out.line(f"{event}: {count} deliveries due now"),
+    )

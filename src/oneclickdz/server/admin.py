@@ -1,7 +1,7 @@
-"""Operator actions on a service database: keys, deposits, card imports, catalogs.
+"""Operator actions on a service database: keys, deposits, card imports, catalogs, webhooks.
 
 They run against the same database as a live service (SQLite's write lock serialises them
-with it) and print nothing secret except the one thing asked for: a new key, once.
+with it) and print nothing secret except the one thing asked for: a new key or webhook secret, once.
 """
 
 from __future__ import annotations
@@ -9,17 +9,27 @@ from __future__ import annotations
 import csv
 import ipaddress
 import json
+import time
 import unicodedata
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
-from oneclickdz.server import ledger
+from oneclickdz.server import ledger, webhooks
 from oneclickdz.server.auth import hash_key, key_hint, new_key
 from oneclickdz.server.catalog import load_catalog
 from oneclickdz.server.formats import now_iso, to_cents, to_decimal
 from oneclickdz.server.orders import card_context
-from oneclickdz.server.store import EntryType, Env, Scope, Store, Tx
+from oneclickdz.server.store import (
+    AttemptRecord,
+    EndpointRecord,
+    EndpointStatus,
+    EntryType,
+    Env,
+    Scope,
+    Store,
+    Tx,
+)
 from oneclickdz.server.vault import Vault
 
 DEFAULT_ACCOUNT = "default"
@@ -204,3 +214,85 @@ def load_catalog_file(store: Store, path: Path) -> int:
     except RecursionError:
         raise AdminError(f"{path}: not valid JSON (nested too deeply)") from None
     return store.write_sync(lambda tx: load_catalog(tx, data))
+
+
+# -- webhooks -----------------------------------------------------------------------------------
+
+
+def _key_id(tx: Tx, key: str) -> int:
+    found = tx.keys.find(hash_key(key))
+    if found is None:
+        raise AdminError("no such key")
+    return found[1].id
+
+
+def add_webhook(
+    store: Store,
+    vault: Vault,
+    key: str,
+    url: str,
+    events: Sequence[str] | None = None,
+    allow_private: bool = False,
+) -> webhooks.NewEndpoint:
+    """A webhook endpoint for the orders placed with `key`; its secret is in the answer, once.
+
+    A private or loopback destination is refused unless `allow_private` (the service, too,
+    sends there only when run with `--webhook-allow-private`)."""
+    types = webhooks.check_events(events)
+    webhooks.check_destination(url, allow_private)
+    return store.write_sync(
+        lambda tx: webhooks.add_endpoint(tx, vault, _key_id(tx, key), url, types, now_iso())
+    )
+
+
+def list_webhooks(store: Store, key: str | None = None) -> list[EndpointRecord]:
+    """The endpoints not removed: of one key, or all."""
+    return store.write_sync(
+        lambda tx: tx.webhooks.endpoints(None if key is None else _key_id(tx, key))
+    )
+
+
+def remove_webhook(store: Store, endpoint_id: int) -> EndpointRecord:
+    return store.write_sync(lambda tx: webhooks.remove_endpoint(tx, endpoint_id, None))
+
+
+def set_webhook_enabled(store: Store, endpoint_id: int, enabled: bool) -> EndpointRecord:
+    """Enable an endpoint again (after a 410, say) or disable it; deliveries cancelled by a
+    disable are not revived (`webhook-replay` sends an event again)."""
+    status = EndpointStatus.ENABLED if enabled else EndpointStatus.DISABLED
+
+    def run(tx: Tx) -> EndpointRecord:
+        endpoint = webhooks.owned_endpoint(tx, endpoint_id, None)
+        tx.webhooks.set_status(endpoint.id, status, None if enabled else "disabled by an operator")
+        changed = tx.webhooks.endpoint(endpoint.id)
+        assert changed is not None
+        return changed
+
+    return store.write_sync(run)
+
+
+def rotate_webhook_secret(
+    store: Store, vault: Vault, endpoint_id: int, grace: float = webhooks.DEFAULT_GRACE
+) -> webhooks.NewEndpoint:
+    """A new secret for the endpoint, shown once; the old one signs too for `grace` seconds."""
+    return store.write_sync(
+        lambda tx: webhooks.rotate_secret(tx, vault, endpoint_id, None, grace, time.time())
+    )
+
+
+def webhook_log(store: Store, event_id: str | None = None, limit: int = 50) -> list[AttemptRecord]:
+    """The latest delivery attempts, newest first (of one event, or all)."""
+    if limit < 1:
+        raise AdminError("the limit must be at least 1")
+    return store.write_sync(lambda tx: tx.webhooks.attempts(event_id, limit))
+
+
+def replay_webhook(store: Store, event_id: str) -> int:
+    """Send an event again to every enabled endpoint it was for; how many deliveries."""
+
+    def run(tx: Tx) -> int:
+        if tx.webhooks.event(event_id) is None:
+            raise AdminError(f"no webhook event {_quoted(event_id)}")
+        return tx.webhooks.replay(event_id, time.time())
+
+    return store.write_sync(run)

@@ -141,9 +141,30 @@ class Handlers:
         key = await self.key(request)
         return success(await self.backend.list_orders(key, request.query_params))
 
+    # Webhook endpoints: an extension of this service, not in OneClickDZ's API.
+
+    async def list_webhooks(self, request: Request) -> Response:
+        return success(await self.backend.list_webhooks(await self.key(request)))
+
+    async def add_webhook(self, request: Request) -> Response:
+        key = await self.key(request, write=True)
+        body = await read_json(request, self.limits)
+        return success(await self.backend.add_webhook(key, body))
+
+    async def remove_webhook(self, request: Request) -> Response:
+        key = await self.key(request, write=True)
+        endpoint_id = request.path_params["id"]
+        return success(await self.backend.remove_webhook(key, endpoint_id))
+
+    async def rotate_secret(self, request: Request) -> Response:
+        key = await self.key(request, write=True)
+        body = await read_json(request, self.limits, allow_empty=True)
+        endpoint_id = request.path_params["id"]
+        return success(await self.backend.rotate_webhook_secret(key, endpoint_id, body))
+
     def routes(self) -> list[Route]:
         """The routes, the busiest first (Starlette tries them in order)."""
-        get, post = ["GET"], ["POST"]
+        get, post, delete = ["GET"], ["POST"], ["DELETE"]
         table: list[tuple[str, Handler, list[str], str]] = [
             ("/v3/gift-cards/checkOrder/{order_id}", self.check_order, get, "checkOrder"),
             ("/v3/gift-cards/placeOrder", self.place_order, post, "placeOrder"),
@@ -154,6 +175,10 @@ class Handlers:
             ("/v3/account/transactions", self.transactions, get, "transactions"),
             ("/v3/validate", self.validate, get, "validate"),
             ("/v3/ping", self.ping, get, "ping"),
+            ("/v3/webhooks", self.list_webhooks, get, "listWebhooks"),
+            ("/v3/webhooks", self.add_webhook, post, "createWebhook"),
+            ("/v3/webhooks/{id}", self.remove_webhook, delete, "deleteWebhook"),
+            ("/v3/webhooks/{id}/rotate-secret", self.rotate_secret, post, "rotateWebhookSecret"),
             # the hyphenated spellings some pages of the docs use
             ("/v3/gift-cards/check-order/{order_id}", self.check_order, get, "checkOrder"),
             ("/v3/gift-cards/place-order", self.place_order, post, "placeOrder"),
@@ -165,9 +190,10 @@ class Handlers:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-async def read_json(request: Request, limits: Limits) -> Any:
+async def read_json(request: Request, limits: Limits, allow_empty: bool = False) -> Any:
     """The request body as JSON: refused (413) when over `max_body_bytes`, before it is read
-    whole when its length is declared; 408 unless it arrives whole within `body_timeout`."""
+    whole when its length is declared; 408 unless it arrives whole within `body_timeout`.
+    An empty body is None where `allow_empty` (the body is optional), else invalid JSON."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise _too_large(limits.max_body_bytes)
@@ -185,6 +211,8 @@ async def read_json(request: Request, limits: Limits) -> Any:
             {"timeout": limits.body_timeout},
             headers={"Connection": "close"},  # the rest of the body is not worth waiting for
         ) from None  # fmt: skip
+    if allow_empty and not body.strip():
+        return None
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -227,10 +255,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error = ServiceError(
             405, "METHOD_NOT_ALLOWED", f"Method {request.method} not allowed on {request.url.path}"
         )
-        error.headers = dict(exc.headers or {})
+        error.headers = {**(exc.headers or {}), **_allow(request)}
     else:
         error = ServiceError(exc.status_code, "ERR_HTTP", str(exc.detail))
     return failure(error)
+
+
+def _allow(request: Request) -> dict[str, str]:
+    """`Allow` with the methods of every route of the path: Starlette names only those of the
+    first route it found, and a path may have one route per method (/v3/webhooks)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if not isinstance(route, Route) or not route.methods:
+            continue
+        if route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return {"Allow": ", ".join(sorted(methods))} if methods else {}
 
 
 async def _client_disconnected(request: Request, exc: Exception) -> Response:

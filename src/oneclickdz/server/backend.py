@@ -6,6 +6,8 @@ the domain (orders, ledger, catalog) through the store, and return the `data` of
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import math
 import re
@@ -15,13 +17,14 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from oneclickdz.server import orders
+from oneclickdz.server import orders, webhooks
 from oneclickdz.server.auth import Authenticator, masked_key
 from oneclickdz.server.chance import Chance
-from oneclickdz.server.errors import not_found, validation
-from oneclickdz.server.formats import iso, money, object_id, parse_iso
+from oneclickdz.server.dispatcher import Dispatcher
+from oneclickdz.server.errors import ServiceError, not_found, validation
+from oneclickdz.server.formats import iso, money, now_iso, object_id, parse_iso
 from oneclickdz.server.fulfilment import Fulfilment
-from oneclickdz.server.store import KeyRecord, OrderRecord, Store, TimeRange
+from oneclickdz.server.store import EndpointStatus, KeyRecord, OrderRecord, Store, TimeRange
 from oneclickdz.server.vault import Vault
 
 log = logging.getLogger("oneclickdz.server.orders")
@@ -55,7 +58,8 @@ class Page:
 
 
 class Backend:
-    """Everything a route needs: the store, the vault, the key checks and the fulfilment queue."""
+    """Everything a route needs: the store, the vault, the key checks, the fulfilment queue and
+    the webhook dispatcher."""
 
     def __init__(
         self,
@@ -65,11 +69,13 @@ class Backend:
         fulfilment: Fulfilment,
         chance: Chance,
         fulfill_delay: tuple[float, float],
+        dispatcher: Dispatcher,
     ) -> None:
         self.store = store
         self.vault = vault
         self.auth = authenticator
         self.fulfilment = fulfilment
+        self.dispatcher = dispatcher
         self.chance = chance
         self.fulfill_delay = fulfill_delay
         self._final_orders: dict[str, tuple[OrderRecord, list[bytes]]] = {}
@@ -237,6 +243,65 @@ class Backend:
             view["cards"] = cards
         return view
 
+    # -- webhooks (an extension of this service: not in OneClickDZ's API) --------------------
+
+    async def list_webhooks(self, key: KeyRecord) -> list[dict[str, Any]]:
+        """The key's endpoints not removed, oldest first (never their secrets)."""
+        found = await self.store.reader().webhooks.endpoints(key.id)
+        return [webhooks.endpoint_view(e) for e in found]
+
+    async def add_webhook(self, key: KeyRecord, body: Any) -> dict[str, Any]:
+        """A new endpoint for the key, with its secret: the only time it is shown."""
+        url, events = parse_add_webhook(body)
+        try:
+            types = webhooks.check_events(events)
+            # The address check may ask DNS: off the event loop.
+            await asyncio.to_thread(webhooks.check_destination, url, self.dispatcher.allow_private)
+            made = await self.store.write(
+                partial(webhooks.add_endpoint, vault=self.vault, key_id=key.id, url=url,
+                        events=types, now=now_iso())
+            )  # fmt: skip
+        except webhooks.WebhookError as exc:
+            if exc.field is None:  # the only refusal without a field: too many endpoints
+                raise ServiceError(
+                    403, "WEBHOOK_LIMIT_REACHED", str(exc),
+                    {"limit": webhooks.MAX_ENDPOINTS_PER_KEY},
+                ) from None  # fmt: skip
+            raise _webhook_refusal(exc, body) from None
+        log.info("webhook endpoint added", extra={"endpointId": made.endpoint.id})
+        return {**webhooks.endpoint_view(made.endpoint), "secret": made.secret}
+
+    async def remove_webhook(self, key: KeyRecord, endpoint_id: str) -> dict[str, Any]:
+        """Remove one of the key's endpoints; another key's is as unknown as a missing one."""
+        number = parse_endpoint_id(endpoint_id)
+        try:
+            removed = await self.store.write(
+                partial(webhooks.remove_endpoint, endpoint_id=number, key_id=key.id)
+            )
+        except webhooks.WebhookError:
+            raise _unknown_endpoint(endpoint_id) from None
+        log.info("webhook endpoint removed", extra={"endpointId": removed.id})
+        return webhooks.endpoint_view(dataclasses.replace(removed, status=EndpointStatus.REMOVED))
+
+    async def rotate_webhook_secret(
+        self, key: KeyRecord, endpoint_id: str, body: Any
+    ) -> dict[str, Any]:
+        """A new secret for one of the key's endpoints, shown once; the old one signs too for
+        `graceSeconds` (default `webhooks.DEFAULT_GRACE`)."""
+        number = parse_endpoint_id(endpoint_id)
+        grace = parse_grace(body)
+        try:
+            made = await self.store.write(
+                partial(webhooks.rotate_secret, vault=self.vault, endpoint_id=number,
+                        key_id=key.id, grace=grace, now=time.time())
+            )  # fmt: skip
+        except webhooks.WebhookError as exc:
+            if exc.field is not None:  # parse_grace has bounded it already; kept for safety
+                raise validation(GRACE_FIELD, grace, str(exc)) from None
+            raise _unknown_endpoint(endpoint_id) from None
+        log.info("webhook secret rotated", extra={"endpointId": made.endpoint.id})
+        return {**webhooks.endpoint_view(made.endpoint), "secret": made.secret}
+
 
 # -- request parsing -----------------------------------------------------------------------
 
@@ -270,6 +335,71 @@ def parse_place_order(body: Any) -> orders.PlaceOrder:
                 "ref", ref, f"body/ref must be 1 to {orders.MAX_REF_LENGTH} characters"
             )
     return orders.PlaceOrder(body["productId"], body["typeId"], quantity, ref)
+
+
+GRACE_FIELD = "graceSeconds"
+MAX_ENDPOINT_ID_DIGITS = 18  # beyond, no endpoint has such an id (and it would overflow SQL)
+
+
+def parse_add_webhook(body: Any) -> tuple[str, list[str] | None]:
+    """The URL and event types of a new endpoint (types absent, null or empty: all of them);
+    what they mean is checked by `webhooks`."""
+    if not isinstance(body, dict):
+        raise validation("body", None, "body must be object")
+    if "url" not in body:
+        raise validation("url", None, "body must have required property 'url'")
+    url = body["url"]
+    if not isinstance(url, str):
+        raise validation("url", None, "body/url must be string")
+    events = body.get("events")
+    if events is None:
+        return url, None
+    if not isinstance(events, list):
+        raise validation("events", events, "body/events must be array")
+    for i, event in enumerate(events):
+        if not isinstance(event, str):
+            raise validation("events", events, f"body/events/{i} must be string")
+    return url, events
+
+
+def parse_endpoint_id(raw: str) -> int:
+    """A webhook endpoint's id from the path; anything that cannot be one is simply unknown."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > MAX_ENDPOINT_ID_DIGITS or not int(raw):
+        raise _unknown_endpoint(raw)
+    return int(raw)
+
+
+def parse_grace(body: Any) -> float:
+    """The seconds the old secret keeps signing after a rotation (no body: the default)."""
+    if body is None:
+        return webhooks.DEFAULT_GRACE
+    if not isinstance(body, dict):
+        raise validation("body", None, "body must be object")
+    grace = body.get(GRACE_FIELD)
+    if grace is None:
+        return webhooks.DEFAULT_GRACE
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)):
+        raise validation(GRACE_FIELD, grace, f"body/{GRACE_FIELD} must be number")
+    if grace < 0:
+        raise validation(GRACE_FIELD, grace, f"body/{GRACE_FIELD} must be >= 0")
+    if grace > webhooks.MAX_GRACE:
+        limit = f"{webhooks.MAX_GRACE:g}"
+        raise validation(GRACE_FIELD, grace, f"body/{GRACE_FIELD} must be <= {limit}")
+    return float(grace)
+
+
+def _webhook_refusal(exc: webhooks.WebhookError, body: Any) -> ServiceError:
+    """A refused URL or event type as ERR_VALIDATION. A URL is never echoed back: it may carry
+    a token of the receiver's (its credentials, when it has some, are why it was refused)."""
+    field = exc.field or "body"
+    message = str(exc)
+    message = f"body/{message}" if message.startswith(field) else f"body/{field}: {message}"
+    value = body.get(field) if field == "events" and isinstance(body, dict) else None
+    return validation(field, value, message)
+
+
+def _unknown_endpoint(raw: str) -> ServiceError:
+    return not_found(f"Webhook endpoint '{raw}' not found")
 
 
 def parse_page(query: Mapping[str, str], *, both_ends: bool) -> Page:

@@ -51,6 +51,24 @@ class ServerConfig:
     redis_prefix: str = "oneclickdz"
     workers: int = 1  # service processes on the one port (1: no supervisor), 1..MAX_WORKERS
     fulfil_lease: float = 10.0  # seconds a process holds the orders it claimed for fulfilment
+    # Webhooks (see `dispatcher`): private and loopback receivers refused unless allowed.
+    webhook_allow_private: bool = False
+    webhook_concurrency: int = 32  # deliveries in flight per process
+    webhook_timeout: float = 10.0  # seconds per attempt
+    webhook_retries: tuple[float, ...] = (5.0, 60.0, 600.0, 3600.0, 21600.0, 57600.0)
+
+
+def parse_schedule(text: str) -> tuple[float, ...]:
+    """`5,60,600` -> the seconds before each retry of a webhook (none: a single attempt)."""
+    try:
+        delays = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(
+            f"webhook retries {text!r}: expected seconds separated by commas, e.g. 5,60,600"
+        ) from None
+    if any(not 0 <= d <= 7 * 86400 for d in delays):
+        raise ValueError(f"webhook retries {text!r}: each delay is 0 to 604800 seconds")
+    return delays
 
 
 def parse_delay(text: str) -> tuple[float, float]:

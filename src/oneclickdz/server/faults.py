@@ -10,6 +10,9 @@ body) or `malformed` (handle, then answer 200 with truncated JSON).
 One more route is not a request: `fulfil:RATE:delay=S` holds the orders a fulfilment round
 has just claimed for S seconds before finishing them (a slow supplier; the round's leases stay
 held), so tests can kill a process while it holds leases. `*` never matches it.
+Another is `webhook:RATE:FAULT`, on webhook deliveries: `drop` (the webhook is lost for good:
+not sent, not retried, recorded as delivered — a receiver must cope through its safety polls),
+`delay=S` (sent S seconds late) or `duplicate` (sent twice). `*` never matches it either.
 Every draw comes from the service's seeded generator, so a seed replays the same faults.
 """
 
@@ -31,9 +34,11 @@ log = logging.getLogger("oneclickdz.server.faults")
 
 ROUTE_NAMES = frozenset(
     {"ping", "validate", "balance", "transactions", "catalog", "checkProduct", "placeOrder",
-     "checkOrder", "list"}
+     "checkOrder", "list",
+     "listWebhooks", "createWebhook", "deleteWebhook", "rotateWebhookSecret"}
 )  # fmt: skip
 FULFIL = "fulfil"  # not a route: fulfilment rounds (only `delay=S` applies)
+WEBHOOK = "webhook"  # not a route: webhook deliveries (`drop`, `delay=S`, `duplicate`)
 _STATUS = {
     500: ("INTERNAL_ERROR", "Internal server error (injected fault)"),
     503: ("SERVICE_UNAVAILABLE", "Service temporarily unavailable (injected fault)"),
@@ -62,10 +67,10 @@ def parse_faults(text: str) -> list[FaultRule]:
         if len(parts) not in (3, 4):
             raise ValueError(f"fault rule {raw!r}: expected route:rate:fault[:xN]")
         route, rate_text, fault = parts[0], parts[1], parts[2]
-        if route not in ("*", FULFIL) and route not in ROUTE_NAMES:
+        if route not in ("*", FULFIL, WEBHOOK) and route not in ROUTE_NAMES:
             raise ValueError(
                 f"fault rule {raw!r}: unknown route {route!r} "
-                f"(one of {', '.join(sorted(ROUTE_NAMES))}, * or {FULFIL})"
+                f"(one of {', '.join(sorted(ROUTE_NAMES))}, *, {FULFIL} or {WEBHOOK})"
             )
         try:
             rate = float(rate_text)
@@ -73,7 +78,11 @@ def parse_faults(text: str) -> list[FaultRule]:
             rate = -1.0
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"fault rule {raw!r}: rate must be a number from 0 to 1")
-        rule = _parse_fault(raw, route, rate, fault)
+        rule = (
+            _parse_webhook_fault(raw, rate, fault)
+            if route == WEBHOOK
+            else _parse_fault(raw, route, rate, fault)
+        )
         if len(parts) == 4:
             count = parts[3]
             if not (count.startswith("x") and count[1:].isdigit() and int(count[1:]) > 0):
@@ -104,6 +113,20 @@ def _parse_fault(raw: str, route: str, rate: float, fault: str) -> FaultRule:
     )
 
 
+def _parse_webhook_fault(raw: str, rate: float, fault: str) -> FaultRule:
+    name, _, arg = fault.partition("=")
+    if name in ("drop", "duplicate") and not arg:
+        return FaultRule(WEBHOOK, rate, name)
+    if name == "delay":
+        try:
+            seconds = float(arg)
+        except ValueError:
+            seconds = -1.0
+        if seconds >= 0:
+            return FaultRule(WEBHOOK, rate, "delay", seconds=seconds)
+    raise ValueError(f"fault rule {raw!r}: {WEBHOOK} takes drop, delay=S or duplicate")
+
+
 class FaultRules:
     """The fault rules in force; `set` replaces them while the service runs (tests do)."""
 
@@ -127,6 +150,17 @@ class FaultRules:
                 log.info("fault injected", extra={"fault": str(rule)})
                 return rule.seconds
         return 0.0
+
+    def webhook_fault(self, rng: random.Random) -> FaultRule | None:
+        """The fault to apply to the webhook delivery about to go out (None: none)."""
+        for rule in self.rules:
+            if rule.route != WEBHOOK or (rule.limit is not None and rule.hits >= rule.limit):
+                continue
+            if rng.random() < rule.rate:
+                rule.hits += 1
+                log.info("fault injected", extra={"fault": str(rule)})
+                return rule
+        return None
 
 
 class FaultInjector:

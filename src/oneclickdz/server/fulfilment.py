@@ -65,6 +65,8 @@ class Fulfilment:
         self.pending = 0  # orders claimed by this process and not yet finished
         # For the metrics: called with each final order's lag, in seconds after its due time.
         self.on_final: Callable[[float], None] = lambda lag: None
+        # Called once an order's event is in the outbox (it turned final): the dispatcher's cue.
+        self.on_event: Callable[[], None] = lambda: None
         # Fault injection (`fulfil:RATE:delay=S`): seconds to hold a round's claimed orders.
         self.stall: Callable[[], float] = lambda: 0.0
         self._held: set[asyncio.Task[None]] = set()
@@ -155,6 +157,7 @@ class Fulfilment:
             )
             return
         if order is not None:
+            self.on_event()
             self.on_final(self.now() - order.due_at)
             log.info(
                 "order final",

@@ -182,6 +182,17 @@ class ServiceMetrics:
             "Requests refused with 429 by a key's rate limit.",
             registry=registry,
         )
+        self.webhook_attempts = Counter(
+            "oneclickdz_webhook_attempts",
+            "Webhook delivery attempts by outcome: delivered, failed, gone (410), refused "
+            "(address), dropped (fault), duplicate (fault).",
+            labelnames=["outcome"], registry=registry,
+        )  # fmt: skip
+        self.webhook_latency = Histogram(
+            "oneclickdz_webhook_latency_seconds",
+            "Seconds a webhook receiver took to answer (attempts that reached it).",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
         registry.register(StoreCollector(store, pending))
 
     # -- hooks -----------------------------------------------------------------------------
@@ -199,6 +210,13 @@ class ServiceMetrics:
         """`Fulfilment.on_final`: an order's final state was committed `lag` s after its due
         time (negative when a test finished it early: counted as on time)."""
         self.fulfilment_lag.observe(max(0.0, lag))
+
+    def webhook_attempt(self, outcome: str, seconds: float | None) -> None:
+        """`Dispatcher.on_attempt`: one attempt's outcome and, if it reached the receiver, its
+        latency."""
+        self.webhook_attempts.labels(outcome).inc()
+        if seconds is not None:
+            self.webhook_latency.observe(seconds)
 
     # -- HTTP ------------------------------------------------------------------------------
 

@@ -3,10 +3,15 @@
 The document is built from the app's own route table: each route's name selects an operation
 spec below, and a route under /v3 without one makes building fail. The bounds come from the
 constants the request parsers use, so the document cannot drift from the code silently.
+
+What this service adds to OneClickDZ's API (the `/v3/webhooks` endpoints, and the webhooks it
+sends, in the top-level `webhooks` section) is tagged `webhooks` and marked
+`x-oneclickdz-extension: true`: a client of the real API must not count on it.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,8 +25,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from oneclickdz.server import orders
-from oneclickdz.server.backend import MAX_PAGE, MAX_PAGE_SIZE
+from oneclickdz.server import orders, webhooks
+from oneclickdz.server.backend import GRACE_FIELD, MAX_PAGE, MAX_PAGE_SIZE
 from oneclickdz.server.catalog import PSN
 from oneclickdz.server.logs import request_id
 
@@ -36,6 +41,7 @@ DEFAULT_PAGE_SIZE = 20  # what `backend.parse_page` uses when pageSize is absent
 MAX_ID_LENGTH = 200  # productId and typeId, as `backend.parse_place_order` bounds them
 
 SECURITY_SCHEME = "AccessToken"
+EXTENSION = "x-oneclickdz-extension"  # on what this service adds to OneClickDZ's API
 _JSON = "application/json"
 
 
@@ -146,6 +152,61 @@ _PLACE_ORDER_BODY["examples"] = [
      "ref": "shop-order-1001"},
 ]  # fmt: skip
 
+# -- webhooks (an extension: not in OneClickDZ's API) ------------------------------------------
+
+_EVENT_TYPES: Json = {"enum": list(webhooks.EVENT_TYPES)}
+_SECRET_CHARS = len(base64.b64encode(bytes(webhooks.SECRET_BYTES)))
+_SECRET: Json = {
+    "type": "string",
+    "pattern": f"^{webhooks.SECRET_PREFIX}[A-Za-z0-9+/=]{{{_SECRET_CHARS}}}$",
+    "description": "The endpoint's signing secret (Standard Webhooks: `whsec_` and "
+    f"{webhooks.SECRET_BYTES} random bytes in base64). Shown in this answer only: keep it.",
+}
+_ENDPOINT_PROPERTIES: Json = {
+    "id": {"type": "integer", "minimum": 1},
+    "url": {"type": "string", "minLength": 1, "maxLength": webhooks.MAX_URL_CHARS},
+    "events": {"type": "array", "items": _EVENT_TYPES, "minItems": 1,
+               "description": "The event types sent to it."},
+    "status": {"enum": ["ENABLED", "DISABLED", "REMOVED"],
+               "description": "ENABLED: sent to. DISABLED: nothing is sent (it answered 410 "
+                              "Gone, or an operator disabled it). REMOVED: deleted."},
+    "createdAt": _TIMESTAMP,
+}  # fmt: skip
+_ENDPOINT_OPTIONAL: Json = {
+    "disabledReason": {"type": "string"},
+    "previousSecretUntil": {**_TIMESTAMP, "description": "After a rotation: the previous "
+                            "secret signs too (beside the new one) until then."},
+}  # fmt: skip
+_ENDPOINT: Json = _object(_ENDPOINT_PROPERTIES, _ENDPOINT_OPTIONAL)
+_NEW_ENDPOINT: Json = _object({**_ENDPOINT_PROPERTIES, "secret": _SECRET}, _ENDPOINT_OPTIONAL)
+
+_ADD_WEBHOOK_BODY: Json = {
+    "type": "object",
+    "required": ["url"],
+    "properties": {
+        "url": {"type": "string", "format": "uri", "minLength": 1,
+                "maxLength": webhooks.MAX_URL_CHARS,
+                "description": "Where to POST the events: http or https, with a host, without "
+                               "credentials. An address that is (or whose host resolves to) a "
+                               "private or loopback one is refused unless the service runs "
+                               "with `--webhook-allow-private`. Never echoed in an error."},
+        "events": {"type": ["array", "null"], "items": {"type": "string", **_EVENT_TYPES},
+                   "description": "The event types to send; absent, null or empty: all."},
+    },
+    "examples": [{"url": "https://shop.example/hooks/oneclickdz",
+                  "events": ["order.fulfilled", "order.refunded"]}],
+}  # fmt: skip
+_ROTATE_BODY: Json = {
+    "type": "object",
+    "properties": {
+        GRACE_FIELD: {"type": "number", "minimum": 0, "maximum": webhooks.MAX_GRACE,
+                      "default": webhooks.DEFAULT_GRACE,
+                      "description": "Seconds the current secret keeps signing beside the new "
+                                     "one, so a receiver can switch without losing a webhook."},
+    },
+    "examples": [{GRACE_FIELD: 3600}],
+}  # fmt: skip
+
 
 # -- parameters -------------------------------------------------------------------------------
 
@@ -175,6 +236,7 @@ def _window(both: bool) -> tuple[Json, ...]:
 
 
 _ID_PARAM: Json = {"type": "string", "minLength": 1}
+_ENDPOINT_ID: Json = {"type": "integer", "minimum": 1, "description": "The endpoint's `id`."}
 
 
 # -- operations -------------------------------------------------------------------------------
@@ -184,6 +246,9 @@ TAGS = {
     "core": "Health and the calling key.",
     "account": "Balance and its movements.",
     "gift-cards": "Catalog, orders and their cards.",
+    "webhooks": "Signed order webhooks (Standard Webhooks), per key: push instead of poll. An "
+    "extension of this service (`x-oneclickdz-extension`): not in OneClickDZ's real API, whose "
+    "webhooks are announced but not offered yet.",
     "reference": "This document.",
 }
 
@@ -204,7 +269,14 @@ class OperationSpec:
     errors: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     totals: bool = False  # the catalog's totals, in `meta` and beside `success`
     links: Mapping[str, tuple[str, Mapping[str, str]]] = field(default_factory=dict)
+    body_required: bool = True  # False: the body may be left out (its fields have defaults)
+    extension: bool = False  # this service's own, not OneClickDZ's (marked `EXTENSION`)
 
+
+_NEW_SECRET_LINKS: Mapping[str, tuple[str, Mapping[str, str]]] = {
+    "rotateWebhookSecret": ("rotateWebhookSecret", {"id": "$response.body#/data/id"}),
+    "deleteWebhook": ("deleteWebhook", {"id": "$response.body#/data/id"}),
+}
 
 SPECS: dict[str, OperationSpec] = {
     "ping": OperationSpec(
@@ -285,6 +357,40 @@ SPECS: dict[str, OperationSpec] = {
         "The key's orders, newest first", "gift-cards", "read",
         data=_page_of(_ORDER), query=(*_PAGING, *_window(both=False)),
         errors={400: ("ERR_VALIDATION",)},
+    ),
+    "listWebhooks": OperationSpec(
+        "The key's webhook endpoints (never their secrets)", "webhooks", "read",
+        data={"type": "array", "items": _ENDPOINT}, extension=True,
+        description="Oldest first; removed endpoints are not listed. An extension of this "
+        "service, not in OneClickDZ's API.",
+    ),
+    "createWebhook": OperationSpec(
+        "Add a webhook endpoint for the key's orders; its secret, once", "webhooks", "write",
+        data=_NEW_ENDPOINT, body=_ADD_WEBHOOK_BODY, extension=True,
+        errors={400: ("ERR_VALIDATION",), 403: ("WEBHOOK_LIMIT_REACHED",)},
+        links=_NEW_SECRET_LINKS,
+        description="The endpoint receives a signed POST (see the document's `webhooks`) "
+        "for each order placed with this key that turns final. The answer holds its `secret`, "
+        "shown this once. A key has at most "
+        f"{webhooks.MAX_ENDPOINTS_PER_KEY} endpoints (WEBHOOK_LIMIT_REACHED). An extension of "
+        "this service, not in OneClickDZ's API.",
+    ),
+    "deleteWebhook": OperationSpec(
+        "Remove a webhook endpoint of the key", "webhooks", "write",
+        data=_ENDPOINT, path_params={"id": _ENDPOINT_ID}, extension=True,
+        errors={404: ("NOT_FOUND",)},
+        description="Nothing more is sent to it; its pending deliveries are cancelled. Another "
+        "key's endpoint is as unknown as a missing one. An extension of this service, not in "
+        "OneClickDZ's API.",
+    ),
+    "rotateWebhookSecret": OperationSpec(
+        "A new secret for a webhook endpoint of the key; shown once", "webhooks", "write",
+        data=_NEW_ENDPOINT, path_params={"id": _ENDPOINT_ID}, body=_ROTATE_BODY,
+        body_required=False, extension=True,
+        errors={400: ("ERR_VALIDATION",), 404: ("NOT_FOUND",)},
+        description="Deliveries are signed with both the new and the current secret for "
+        f"`{GRACE_FIELD}` (default {webhooks.DEFAULT_GRACE:g} s), then with the new one only. "
+        "An extension of this service, not in OneClickDZ's API.",
     ),
     "openapi": OperationSpec(
         "This document", "reference", "public",
@@ -376,6 +482,7 @@ def _components(max_body_bytes: int) -> Json:
                      "properties": {"timestamp": _TIMESTAMP}},
             "PayloadTooLargeDetails": {"type": "object",
                                        "properties": {"limit": {"const": max_body_bytes}}},
+            "OrderEvent": _ORDER_EVENT,
         },
     }  # fmt: skip
 
@@ -496,10 +603,13 @@ def _operation(doc: _Documented, every: list[_Documented], max_body_bytes: int) 
         operation["security"] = []
     if spec.body is not None:
         operation["requestBody"] = {
-            "required": True,
-            "description": f"JSON, at most {max_body_bytes} bytes.",
+            "required": spec.body_required,
+            "description": f"JSON, at most {max_body_bytes} bytes."
+            + ("" if spec.body_required else " Optional: an empty body takes the defaults."),
             "content": {_JSON: {"schema": spec.body}},
         }
+    if spec.extension:
+        operation[EXTENSION] = True
     return operation
 
 
@@ -516,6 +626,75 @@ def _links(spec: OperationSpec, every: list[_Documented]) -> Json:
             name = label if d.alias_of is None else f"{label}Hyphenated"
             links[name] = {"operationId": d.operation_id, "parameters": dict(parameters)}
     return links
+
+
+_FINAL_STATUS = {
+    "order.fulfilled": orders.FULFILLED,
+    "order.partially_filled": orders.PARTIALLY_FILLED,
+    "order.refunded": orders.REFUNDED,
+}
+_ORDER_EVENT: Json = _object(
+    {
+        "type": _EVENT_TYPES,
+        "timestamp": {**_TIMESTAMP, "description": "When the order turned final."},
+        "data": _object(
+            {
+                "orderId": _OBJECT_ID,
+                "status": {"enum": list(_FINAL_STATUS.values())},
+                "quantity": {"type": "integer", "minimum": 1, "maximum": orders.MAX_QUANTITY},
+                "fulfilled_quantity": _COUNT,
+                "price_per_card": _MONEY,
+                "amount_charged": _MONEY,
+                "amount_refunded": _MONEY,
+                "time": {**_TIMESTAMP, "description": "When the order was placed."},
+            },
+            {"orderRef": {"type": "string"}},
+        ),
+    }
+)
+_WEBHOOK_HEADERS: tuple[tuple[str, Json, str], ...] = (
+    ("webhook-id", {"type": "string", "pattern": "^evt_"},
+     "The event id: the same on every delivery of the event (retries, duplicates, replays), "
+     "so it is the key to deduplicate on."),
+    ("webhook-timestamp", {"type": "string", "pattern": "^[0-9]+$"},
+     "Seconds since the epoch when this delivery was signed; refuse one more than 5 minutes "
+     "away from your clock."),
+    ("webhook-signature", {"type": "string", "pattern": "^v1,"},
+     "Space-separated `v1,<base64 HMAC-SHA256 of id.timestamp.body>`, one per secret that "
+     "signs (two during a rotation's grace period); accept the delivery if one matches."),
+)  # fmt: skip
+
+
+def _webhooks() -> Json:
+    """The webhooks the service sends (OpenAPI 3.1's top-level `webhooks`), one per type."""
+    found: Json = {}
+    for event_type, status in _FINAL_STATUS.items():
+        name = "".join(part.title() for part in re.split(r"[._]", event_type))
+        this: Json = {"type": {"const": event_type},
+                      "data": {"properties": {"status": {"const": status}}}}  # fmt: skip
+        body = {"allOf": [{"$ref": "#/components/schemas/OrderEvent"}, {"properties": this}]}
+        found[event_type] = {"post": {
+            "operationId": f"{name[0].lower()}{name[1:]}Webhook",
+            "summary": f"An order turned {status}",
+            "description": "Sent, signed (Standard Webhooks), to every enabled endpoint of the "
+            "order's key that takes this type. Verify it with the `standardwebhooks` library "
+            "or `oneclickdz.webhooks.verify`. It carries no card codes: fetch them with "
+            "checkOrder. Delivery is at least once; redirects are not followed.",
+            "tags": ["webhooks"],
+            "security": [],
+            "parameters": [{"name": header, "in": "header", "required": True, "schema": schema,
+                            "description": text} for header, schema, text in _WEBHOOK_HEADERS],
+            "requestBody": {"required": True, "content": {_JSON: {"schema": body}}},
+            "responses": {
+                "2XX": {"description": "Received: it is not sent again."},
+                "410": {"description": "Gone: the endpoint is disabled; nothing more is sent."},
+                "default": {"description": "Anything else, or no answer within the timeout "
+                            "(10 s by default): sent again later, with exponential backoff and "
+                            "jitter, for about 24 h."},
+            },
+            EXTENSION: True,
+        }}  # fmt: skip
+    return found
 
 
 def build_document(routes: Iterable[BaseRoute], *, max_body_bytes: int) -> Json:
@@ -535,12 +714,14 @@ def build_document(routes: Iterable[BaseRoute], *, max_body_bytes: int) -> Json:
             "description": "Gift cards, balance and account of the OneClickDZ v3 API, as this "
             "service implements them. Every answer is an envelope: `{success, data, meta, "
             "requestId}` or `{success: false, error: {code, message, details?}, requestId}`, "
-            "with an `X-Request-Id` header.",
+            "with an `X-Request-Id` header. What this service adds (signed order webhooks: "
+            f"the `webhooks` tag) is marked `{EXTENSION}: true`: it is not in OneClickDZ's API.",
         },
         "servers": [{"url": "/"}],
         "security": [{SECURITY_SCHEME: []}],
         "tags": [{"name": n, "description": t} for n, t in TAGS.items() if n in tags],
         "paths": paths,
+        **({"webhooks": _webhooks()} if "webhooks" in tags else {}),
         "components": _components(max_body_bytes),
     }
 

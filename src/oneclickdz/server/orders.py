@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from dataclasses import dataclass, replace
 
-from oneclickdz.server import ledger
+from oneclickdz.server import ledger, webhooks
 from oneclickdz.server.errors import ServiceError, not_found, validation
 from oneclickdz.server.store import (
     Conflict,
@@ -171,8 +172,11 @@ def sandbox_card(code_seed: int, index: int, serial_number: int) -> tuple[str, s
     return f"SANDBOX-{chars[0:4]}-{chars[4:8]}-{chars[8:12]}", f"{serial_number:010d}"
 
 
-def fulfil(tx: Tx, vault: Vault, order_id: str, *, code_seed: int, now: str) -> OrderRecord | None:
-    """Turn a HANDLING order final: deliver what can be delivered, refund the rest.
+def fulfil(
+    tx: Tx, vault: Vault, order_id: str, *, code_seed: int, now: str, at: float | None = None
+) -> OrderRecord | None:
+    """Turn a HANDLING order final: deliver what can be delivered, refund the rest, and put
+    its webhook event in the outbox (`at`: when, in seconds since the epoch; default now).
 
     Returns the final order, or None when it was not HANDLING (already finished elsewhere),
     which makes running it twice harmless.
@@ -201,4 +205,7 @@ def fulfil(tx: Tx, vault: Vault, order_id: str, *, code_seed: int, now: str) -> 
             tx, order.account_id, order.env, refund, EntryType.REFUND_ORDER,
             "refund from cancelled gift card order", now, objid=order.id,
         )  # fmt: skip
-    return replace(order, status=status, fulfilled_quantity=delivered)
+    final = replace(order, status=status, fulfilled_quantity=delivered)
+    # The same transaction: an order is never final without its event, nor the reverse.
+    tx.webhooks.enqueue(webhooks.order_event(final, time.time() if at is None else at))
+    return final

@@ -25,6 +25,7 @@ from oneclickdz.server.backend import Backend
 from oneclickdz.server.catalog import DEFAULT_CATALOG, load_catalog
 from oneclickdz.server.chance import Chance
 from oneclickdz.server.config import ServerConfig
+from oneclickdz.server.dispatcher import Dispatcher
 from oneclickdz.server.faults import FaultRules
 from oneclickdz.server.fulfilment import Fulfilment
 from oneclickdz.server.limits import open_limits
@@ -86,11 +87,21 @@ def build(config: ServerConfig, faults: FaultRules | None = None) -> tuple[ASGIA
     authenticator = Authenticator(store, limits, clock=clock)
     fulfilment = Fulfilment(store, vault, chance.codes, lease=config.fulfil_lease)
     fulfilment.stall = partial(faults.fulfil_delay, chance.faults)
-    backend = Backend(store, vault, authenticator, fulfilment, chance, config.fulfill_delay)
+    dispatcher = Dispatcher(
+        store, vault, chance.webhooks, allow_private=config.webhook_allow_private,
+        concurrency=config.webhook_concurrency, timeout=config.webhook_timeout,
+        schedule=config.webhook_retries, owner=fulfilment.owner,
+    )  # fmt: skip
+    dispatcher.fault = partial(faults.webhook_fault, chance.faults)
+    fulfilment.on_event = dispatcher.wake
+    backend = Backend(
+        store, vault, authenticator, fulfilment, chance, config.fulfill_delay, dispatcher
+    )
     metrics = ServiceMetrics(store, lambda: fulfilment.pending) if config.metrics else None
     if metrics is not None:
         authenticator.observe = metrics.auth_event
         fulfilment.on_final = metrics.order_final
+        dispatcher.on_attempt = metrics.webhook_attempt
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -100,6 +111,7 @@ def build(config: ServerConfig, faults: FaultRules | None = None) -> tuple[ASGIA
         gc.collect()
         gc.freeze()
         worker = asyncio.create_task(fulfilment.run(), name="fulfilment")
+        sender = asyncio.create_task(dispatcher.run(), name="webhooks")
         log.info(
             "service started",
             extra={
@@ -110,14 +122,16 @@ def build(config: ServerConfig, faults: FaultRules | None = None) -> tuple[ASGIA
                 "faults": [str(rule) for rule in faults.rules],
                 "rateLimit": config.rate_limit,
                 "limits": authenticator.limits.name,
+                "webhookAllowPrivate": config.webhook_allow_private,
             },
         )
         try:
             yield
         finally:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+            for task in (worker, sender):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await authenticator.aclose()
             store.close()
             log.info("service stopped", extra={"pendingOrders": fulfilment.pending})

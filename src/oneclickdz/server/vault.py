@@ -59,6 +59,14 @@ class Vault:
         )
         return str(value), str(serial)
 
+    def seal(self, data: bytes, context: bytes) -> bytes:
+        """Encrypt another secret (a webhook's signing secret), bound to `context`."""
+        nonce = os.urandom(_NONCE)
+        return nonce + self._aead.encrypt(nonce, data, context)
+
+    def open(self, sealed: bytes, context: bytes) -> bytes:
+        return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], context)
+
     def fingerprint(self, value: str) -> bytes:
         return hmac.new(self._fingerprint_key, value.encode(), hashlib.sha256).digest()
 

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from oneclickdz.server.store.base import (
+    AttemptRecord,
     Conflict,
+    DeliveryJob,
+    DeliveryState,
+    EndpointRecord,
+    EndpointStatus,
     EntryType,
     Env,
+    EventRecord,
     KeyRecord,
     LedgerEntry,
     Operation,
@@ -24,9 +30,15 @@ from oneclickdz.server.store.base import (
 )
 
 __all__ = [
+    "AttemptRecord",
     "Conflict",
+    "DeliveryJob",
+    "DeliveryState",
+    "EndpointRecord",
+    "EndpointStatus",
     "EntryType",
     "Env",
+    "EventRecord",
     "KeyRecord",
     "LedgerEntry",
     "Operation",

@@ -124,6 +124,77 @@ class TimeRange:
     end: str | None = None
 
 
+class EndpointStatus(StrEnum):
+    """A webhook endpoint's state: sent to while ENABLED; DISABLED by a 410 (or an operator);
+    REMOVED by its owner (kept for the delivery log, never sent to again)."""
+
+    ENABLED = "ENABLED"
+    DISABLED = "DISABLED"
+    REMOVED = "REMOVED"
+
+
+class DeliveryState(StrEnum):
+    """One event's delivery to one endpoint: PENDING until a 2xx (DELIVERED), until its retries
+    run out (FAILED), or until its endpoint is disabled or removed (CANCELLED)."""
+
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRecord:
+    """A webhook endpoint of one API key. Secrets are sealed by the vault; during a rotation
+    `previous_secret` still signs until `previous_until` (seconds since the epoch)."""
+
+    id: int
+    key_id: int
+    url: str
+    events: tuple[str, ...]
+    secret: bytes
+    previous_secret: bytes | None
+    previous_until: float | None
+    status: EndpointStatus
+    disabled_reason: str | None
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """An event in the outbox: `payload` is the exact JSON body every delivery sends."""
+
+    id: str
+    key_id: int
+    order_id: str
+    type: str
+    payload: bytes
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryJob:
+    """A claimed delivery: what the dispatcher needs to send one event to one endpoint."""
+
+    event: EventRecord
+    endpoint: EndpointRecord
+    attempts: int  # attempts made before this one
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt to deliver an event to an endpoint, as the delivery log shows it."""
+
+    event_id: str
+    endpoint_id: int
+    attempt: int
+    time: str
+    outcome: str  # delivered, failed, dropped (fault), refused (address), gone (410)
+    status_code: int | None
+    latency_ms: float | None
+    error: str | None
+
+
 class StoreBusy(Exception):
     """The database could not take the write lock in time (another process holds it)."""
 
@@ -286,6 +357,58 @@ class Orders(Protocol):
         ...
 
 
+class Webhooks(Protocol):
+    """Webhook endpoints, the outbox of order events, their deliveries and the attempts log."""
+
+    def add_endpoint(
+        self, key_id: int, url: str, events: Sequence[str], secret: bytes, now: str
+    ) -> int: ...
+    def endpoint(self, endpoint_id: int) -> EndpointRecord | None: ...
+    def endpoints(self, key_id: int | None = None) -> list[EndpointRecord]:
+        """Endpoints not removed (of one key, or all), oldest first."""
+        ...
+
+    def rotate(
+        self, endpoint_id: int, secret: bytes, previous: bytes, previous_until: float
+    ) -> bool: ...
+    def set_status(self, endpoint_id: int, status: EndpointStatus, reason: str | None) -> bool:
+        """Enable, disable or remove an endpoint; disabling or removing cancels its pending
+        deliveries. False if there is no such endpoint (or it was removed)."""
+        ...
+
+    def enqueue(self, event: EventRecord) -> None:
+        """Put an event in the outbox with one delivery, due at its creation, per enabled
+        endpoint of its key that takes its type; nothing when none does. (No answer is awaited:
+        a batch on a network engine sends it along with the next statement.)"""
+        ...
+
+    def claim_due(self, now: float, owner: str, until: float, limit: int) -> list[DeliveryJob]:
+        """Lease to `owner` until `until` up to `limit` pending deliveries due by `now` whose
+        lease is free or ended, soonest first; like `Orders.claim_due`, claimants never share."""
+        ...
+
+    def next_due(self, now: float) -> float | None: ...
+    def extend(self, event_id: str, endpoint_id: int, owner: str, until: float) -> bool:
+        """Keep a delivery leased to `owner` until `until` (a held send); False if the lease
+        was lost meanwhile."""
+        ...
+
+    def record(self, attempt: AttemptRecord, state: DeliveryState, next_at: float | None) -> None:
+        """Log an attempt and move its delivery to `state` (PENDING again: due at `next_at`),
+        releasing its lease."""
+        ...
+
+    def event(self, event_id: str) -> EventRecord | None: ...
+    def replay(self, event_id: str, now: float) -> int:
+        """Make every delivery of the event to an enabled endpoint pending and due now; how
+        many."""
+        ...
+
+    def attempts(self, event_id: str | None, limit: int) -> list[AttemptRecord]:
+        """The latest attempts (of one event, or all), newest first."""
+        ...
+
+
 class Settings(Protocol):
     """Named values the service keeps about its database (vault check, catalog seeded)."""
 
@@ -308,6 +431,8 @@ class Tx(Protocol):
     def orders(self) -> Orders: ...
     @property
     def settings(self) -> Settings: ...
+    @property
+    def webhooks(self) -> Webhooks: ...
 
 
 # -- the read-only side (asynchronous: a read never blocks the event loop) ----------------------
@@ -351,6 +476,11 @@ class SettingsReads(Protocol):
     async def get(self, name: str) -> str | None: ...
 
 
+class WebhookReads(Protocol):
+    async def next_due(self, now: float) -> float | None: ...
+    async def endpoints(self, key_id: int | None = None) -> list[EndpointRecord]: ...
+
+
 class Reader(Protocol):
     """The read methods of every repository, and nothing that writes; each read sees committed
     data."""
@@ -367,6 +497,8 @@ class Reader(Protocol):
     def orders(self) -> OrderReads: ...
     @property
     def settings(self) -> SettingsReads: ...
+    @property
+    def webhooks(self) -> WebhookReads: ...
 
 
 class Store(Protocol):

@@ -39,6 +39,7 @@ from oneclickdz.server.store.rows import (
     order_row,
     transaction_row,
 )
+from oneclickdz.server.store.webhook_repo import SqlWebhooks
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -466,7 +467,7 @@ class PgSettings:
 class PgTx:
     """The unit of work: every repository on the one connection of a transaction."""
 
-    __slots__ = ("catalog", "inventory", "keys", "ledger", "orders", "settings")
+    __slots__ = ("catalog", "inventory", "keys", "ledger", "orders", "settings", "webhooks")
 
     def __init__(self, conn: Connection) -> None:
         self.keys = PgKeys(conn)
@@ -475,6 +476,7 @@ class PgTx:
         self.inventory = PgInventory(conn)
         self.orders = PgOrders(conn)
         self.settings = PgSettings(conn)
+        self.webhooks = SqlWebhooks(conn, postgres=True)
 
 
 # -- a batch's unit of work: the same contract, in fewer round trips --------------------------
@@ -608,7 +610,7 @@ class BatchedPgTx:
     """The unit of work of a batch: `PgTx`'s repositories, with the ledger, the catalog and
     new orders in fewer round trips; `settle` must run before the commit."""
 
-    __slots__ = ("catalog", "inventory", "keys", "ledger", "orders", "settings")
+    __slots__ = ("catalog", "inventory", "keys", "ledger", "orders", "settings", "webhooks")
 
     def __init__(self, conn: Connection) -> None:
         self.keys = PgKeys(conn)
@@ -617,6 +619,7 @@ class BatchedPgTx:
         self.inventory = PgInventory(conn)
         self.orders = DeferredOrders(conn)
         self.settings = PgSettings(conn)
+        self.webhooks = SqlWebhooks(conn, postgres=True)
 
     def settle(self) -> None:
         self.ledger.flush()

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
 from oneclickdz.server.store.base import (
+    EndpointRecord,
     Env,
     KeyRecord,
     OrderRecord,
@@ -116,10 +117,20 @@ class SettingsReads(_Reads):
         return await self._run(lambda tx: tx.settings.get(name))
 
 
+class WebhookReads(_Reads):
+    __slots__ = ()
+
+    async def next_due(self, now: float) -> float | None:
+        return await self._run(lambda tx: tx.webhooks.next_due(now))
+
+    async def endpoints(self, key_id: int | None = None) -> list[EndpointRecord]:
+        return await self._run(lambda tx: tx.webhooks.endpoints(key_id))
+
+
 class RepositoryReader:
     """Every repository's reads, each run through `run` on a read-only unit of work."""
 
-    __slots__ = ("catalog", "inventory", "keys", "ledger", "orders", "settings")
+    __slots__ = ("catalog", "inventory", "keys", "ledger", "orders", "settings", "webhooks")
 
     def __init__(self, run: RunRead) -> None:
         self.keys = KeyReads(run)
@@ -128,3 +139,4 @@ class RepositoryReader:
         self.inventory = InventoryReads(run)
         self.orders = OrderReads(run)
         self.settings = SettingsReads(run)
+        self.webhooks = WebhookReads(run)

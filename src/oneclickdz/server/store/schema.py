@@ -123,4 +123,56 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE orders ADD COLUMN lease_owner TEXT",
         "ALTER TABLE orders ADD COLUMN lease_until REAL",
     ],
+    # 5: signed webhooks: endpoints per key, the outbox of order events, deliveries, attempts.
+    [
+        # The endpoints of an API key; secrets sealed by the vault. Never deleted (REMOVED),
+        # so the delivery log keeps naming them.
+        """CREATE TABLE webhook_endpoints (
+            id INTEGER PRIMARY KEY,
+            key_id INTEGER NOT NULL REFERENCES api_keys(id),
+            url TEXT NOT NULL,
+            events TEXT NOT NULL,
+            secret BLOB NOT NULL,
+            previous_secret BLOB,
+            previous_until REAL,
+            status TEXT NOT NULL CHECK (status IN ('ENABLED', 'DISABLED', 'REMOVED')),
+            disabled_reason TEXT,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX webhook_endpoints_by_key ON webhook_endpoints (key_id)",
+        # The outbox: written in the transaction that makes an order final.
+        """CREATE TABLE webhook_events (
+            id TEXT PRIMARY KEY,
+            key_id INTEGER NOT NULL,
+            order_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )""",
+        """CREATE TABLE webhook_deliveries (
+            event_id TEXT NOT NULL REFERENCES webhook_events(id),
+            endpoint_id INTEGER NOT NULL REFERENCES webhook_endpoints(id),
+            state TEXT NOT NULL
+                CHECK (state IN ('PENDING', 'DELIVERED', 'FAILED', 'CANCELLED')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at REAL NOT NULL,
+            lease_owner TEXT,
+            lease_until REAL,
+            PRIMARY KEY (event_id, endpoint_id)
+        )""",
+        "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) "
+        "WHERE state = 'PENDING'",
+        """CREATE TABLE webhook_attempts (
+            id INTEGER PRIMARY KEY,
+            event_id TEXT NOT NULL,
+            endpoint_id INTEGER NOT NULL,
+            attempt INTEGER NOT NULL,
+            time TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            status_code INTEGER,
+            latency_ms REAL,
+            error TEXT
+        )""",
+        "CREATE INDEX webhook_attempts_by_event ON webhook_attempts (event_id, id)",
+    ],
 ]

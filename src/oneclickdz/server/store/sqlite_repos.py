@@ -34,6 +34,7 @@ from oneclickdz.server.store.rows import (
     order_row,
     transaction_row,
 )
+from oneclickdz.server.store.webhook_repo import SqlWebhooks
 
 _HANDLING = OrderStatus.HANDLING.value  # inlined, so SQLite can use the partial index on it
 # One statement for checkOrder, the hottest read: the order and its cards in delivery order.
@@ -455,7 +456,7 @@ class SqliteSettings:
 class SqliteTx:
     """The unit of work: every repository on the one connection of a write transaction."""
 
-    __slots__ = ("catalog", "inventory", "keys", "ledger", "orders", "settings")
+    __slots__ = ("catalog", "inventory", "keys", "ledger", "orders", "settings", "webhooks")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.keys = SqliteKeys(conn)
@@ -464,3 +465,4 @@ class SqliteTx:
         self.inventory = SqliteInventory(conn)
         self.orders = SqliteOrders(conn)
         self.settings = SqliteSettings(conn)
+        self.webhooks = SqlWebhooks(conn)
