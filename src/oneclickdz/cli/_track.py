@@ -3,6 +3,7 @@
     oneclickdz track place PRODUCT_ID TYPE_ID QUANTITY [--meta K=V]...   one intent, no API call
     oneclickdz track place --from-csv FILE                               many, all or nothing
     oneclickdz track run [--deliver-exec CMD] [--until-idle]             place, follow, deliver
+    oneclickdz track run --webhook-listen HOST:PORT                      ... hinted by webhooks
     oneclickdz track list | show ID | reveal ID | retry ID | stats       the store, no API call
 
 Every command works on one store (`--store URL`, $ONECLICKDZ_TRACKER_STORE, default
@@ -26,7 +27,15 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TextIO, TypeVar
@@ -61,6 +70,7 @@ STORE_ENV = "ONECLICKDZ_TRACKER_STORE"
 TRACKER_KEY_ENV = "ONECLICKDZ_TRACKER_KEY"
 DEFAULT_STORE = "sqlite:///oneclickdz-tracker.db"  # = oneclickdz.tracker.DEFAULT_STORE_URL
 DELIVERY_KEY_ENV = "ONECLICKDZ_DELIVERY_KEY"  # set for the --deliver-exec command
+WEBHOOK_SECRET_ENV = "ONECLICKDZ_WEBHOOK_SECRET"  # noqa: S105 - a variable's name
 
 # What `track run` exits with besides 0 and 2 (see TRACK_EXIT_CODES).
 NEEDS_ATTENTION = ExitCode.NOT_FINAL  # --until-idle ended with orders that need someone
@@ -99,6 +109,7 @@ IdArgument = Annotated[str, typer.Argument(help="Intent id (trk_…), order id o
 
 RUN = "Run"
 DELIVERY = "Delivery"
+WEBHOOKS = "Webhooks"
 
 
 @track_app.callback()
@@ -407,9 +418,11 @@ def exec_handler(
     Exit 0 acknowledges the delivery; anything else (or `timeout` seconds) is a failure the
     tracker retries. The command's stderr is shown (prefixed with the intent id), its stdout
     ignored. It runs in its own session, so a Ctrl-C meant for `track run` does not cut a
-    delivery short; it does not inherit the API key or the tracker key from the environment.
+    delivery short; it does not inherit the API key, the tracker key or the webhook secrets
+    from the environment.
     """
-    environment = {k: v for k, v in os.environ.items() if k not in (API_KEY_ENV, TRACKER_KEY_ENV)}
+    hidden = (API_KEY_ENV, TRACKER_KEY_ENV, WEBHOOK_SECRET_ENV)
+    environment = {k: v for k, v in os.environ.items() if k not in hidden}
 
     async def deliver(delivery: Delivery) -> None:
         document = (json.dumps(delivery.to_json(), ensure_ascii=False) + "\n").encode()
@@ -581,6 +594,70 @@ async def _snapshot(tracker: Tracker, base: Mapping[str, int], started: float) -
     )
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookOptions:
+    """Where `track run` receives webhooks, and the secrets that sign them (never printed)."""
+
+    host: str
+    port: int
+    secrets: tuple[str, ...]
+
+    def __repr__(self) -> str:
+        shown = f"<{len(self.secrets)} secret(s)>"
+        return f"WebhookOptions(host={self.host!r}, port={self.port}, secrets={shown})"
+
+
+def webhook_options(listen: str | None, secrets: Sequence[str]) -> WebhookOptions | None:
+    """--webhook-listen and the secrets (--webhook-secret, else $ONECLICKDZ_WEBHOOK_SECRET; each
+    may list several, comma-separated), checked; exit 2 with a line that shows no secret."""
+    given = [part for value in secrets for part in value.split(",") if part.strip()]
+    if listen is None:
+        if given:
+            fail("--webhook-secret is for --webhook-listen HOST:PORT")
+        return None
+    if not given:
+        given = [p for p in os.environ.get(WEBHOOK_SECRET_ENV, "").split(",") if p.strip()]
+    if not given:
+        fail(f"--webhook-listen needs the secret that signs the webhooks: ${WEBHOOK_SECRET_ENV} "
+             "or --webhook-secret whsec_…")  # fmt: skip
+    try:
+        from oneclickdz.tracker.receiver import check_secrets, parse_listen
+    except ImportError as exc:
+        fail(
+            f"--webhook-listen needs Starlette and uvicorn ({exc.name or exc} is missing): "
+            'pip install "oneclickdz[tracker]"'
+        )
+    try:
+        host, port = parse_listen(listen)
+        checked = check_secrets(given)
+    except ValueError as exc:
+        fail(f"--webhook-listen: {exc}")
+    return WebhookOptions(host, port, tuple(checked))
+
+
+@contextlib.asynccontextmanager
+async def _receiver(
+    tracker: Tracker, webhooks: WebhookOptions | None, view: RunView
+) -> AsyncIterator[None]:
+    """The webhook receiver beside the tracker (nothing without --webhook-listen)."""
+    if webhooks is None:
+        yield
+        return
+    from oneclickdz.tracker.receiver import WebhookListenError, serve_webhooks
+
+    async with contextlib.AsyncExitStack() as stack:
+        receiver = serve_webhooks(tracker, webhooks.host, webhooks.port, webhooks.secrets)
+        try:
+            where = await stack.enter_async_context(receiver)
+        except WebhookListenError as exc:
+            fail(f"--webhook-listen: {exc}")
+        view.print(
+            f"webhooks: receiving on {where.url}; each open order is also checked every "
+            f"{tracker.config.safety_interval:g} s"
+        )
+        yield
+
+
 @dataclass(slots=True)
 class RunResult:
     states: dict[str, int]
@@ -596,6 +673,7 @@ async def _run(
     handler: Callable[[Delivery], Awaitable[None]] | None,
     until_idle: bool,
     view: RunView,
+    webhooks: WebhookOptions | None = None,
 ) -> RunResult:
     from oneclickdz import AuthenticationError, OneClickDZError, PermissionDeniedError
 
@@ -606,7 +684,7 @@ async def _run(
             raise  # exit 6, as any command refused by the API
         except OneClickDZError as exc:
             view.print(f"the API does not answer now ({exc}); the tracker keeps trying")
-        return await _track_run(client, url, config, handler, until_idle, view)
+        return await _track_run(client, url, config, handler, until_idle, view, webhooks)
 
 
 async def _track_run(
@@ -616,10 +694,14 @@ async def _track_run(
     handler: Callable[[Delivery], Awaitable[None]] | None,
     until_idle: bool,
     view: RunView,
+    webhooks: WebhookOptions | None = None,
 ) -> RunResult:
     from oneclickdz.tracker import Tracker
 
-    async with Tracker(client, url, handler=handler, config=config) as tracker:
+    async with (
+        Tracker(client, url, handler=handler, config=config) as tracker,
+        _receiver(tracker, webhooks, view),
+    ):
         loop = asyncio.get_running_loop()
         stopped: list[int] = []
         started = time.monotonic()
@@ -741,6 +823,40 @@ def run(
             rich_help_panel=RUN,
         ),
     ] = 600.0,
+    webhook_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook-listen",
+            metavar="HOST:PORT",
+            help="Receive signed order webhooks (Standard Webhooks) on HOST:PORT, a POST on any "
+            "path. Each verified one makes the tracker check its order at once (refused: 400; "
+            "never trusted without that check); every open order is still checked each "
+            "--safety-interval, in case one is lost.",
+            show_default=False,
+            rich_help_panel=WEBHOOKS,
+        ),
+    ] = None,
+    webhook_secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--webhook-secret",
+            help=f"A whsec_… secret that signs them (repeatable: during a rotation give both). "
+            f"Default ${WEBHOOK_SECRET_ENV} (comma-separated), which other users cannot read "
+            "in the process list.",
+            show_default=False,
+            rich_help_panel=WEBHOOKS,
+        ),
+    ] = None,
+    safety_interval: Annotated[
+        float,
+        typer.Option(
+            "--safety-interval",
+            min=0.001,
+            help="With --webhook-listen: seconds between two checks of an open order (instead "
+            "of --interval); a lost webhook delays an order by at most this much.",
+            rich_help_panel=WEBHOOKS,
+        ),
+    ] = 60.0,
     verbose: Annotated[
         bool,
         typer.Option(
@@ -763,6 +879,7 @@ def run(
     """
     s = _settings(ctx, store, api_key, base_url, json_output)
     url = _store_url(s)
+    webhooks = webhook_options(webhook_listen, webhook_secret or [])
     with _refusals(url):
         from oneclickdz.tracker import TrackerConfig
 
@@ -772,12 +889,14 @@ def run(
             deadline=deadline,
             max_delivery_attempts=max_delivery_attempts,
             delivery_backoff=delivery_backoff,
+            webhooks=webhooks is not None,
+            safety_interval=safety_interval,
         )
     client = tracker_client(s)  # no API key, a bad URL: refused before the store is opened
     view = RunView(sys.stderr, progress=not s.json)
     handler = exec_handler(deliver_exec, deliver_timeout, view.print) if deliver_exec else None
     with view, _refusals(url), _logs(view.print, logging.INFO if verbose else logging.WARNING):
-        result = asyncio.run(_run(client, url, config, handler, until_idle, view))
+        result = asyncio.run(_run(client, url, config, handler, until_idle, view, webhooks))
     _report_run(s, result, until_idle, delivers=handler is not None)
 
 
@@ -1027,5 +1146,9 @@ def stats(
                 f"stuck               {', '.join(stuck) if stuck else 'none'}",
             ]
         )
+        hooks = {k.removeprefix("webhooks."): n for k, n in doc["counters"].items()
+                 if k.startswith("webhooks.") and n}  # fmt: skip
+        if hooks:
+            out.line("webhooks            " + " ".join(f"{k}={n}" for k, n in hooks.items()))
 
     s.emit(doc, text)

@@ -17,7 +17,8 @@ class TrackerConfig:
     burst:             calls that may go out at once after a quiet spell (1: none, so no
                        60 s window ever holds more than rate_per_minute + 1 calls)
     max_in_flight:     API calls out at the same time
-    interval:          seconds between two checks of an order (the guide's 5 s)
+    interval:          seconds between two checks of an order (the guide's 5 s); with webhooks,
+                       between two tries of a hinted check that failed
     deadline:          seconds after placement before an order is flagged stuck
     stuck_interval:    seconds between checks of a stuck order
     check_mode:        "auto" (sweep when cheaper), "check" (checkOrder only), "sweep"
@@ -26,6 +27,11 @@ class TrackerConfig:
     delivery_concurrency: handlers running at once; also the most repeats a crash can cause
     restart_spread:    seconds over which the first checks after a start are spread
     clock_skew:        seconds the API's clock may differ from ours before it is learnt
+    webhooks:          signed order webhooks arrive (`oneclickdz.tracker.receiver`): each one is
+                       a hint, confirmed by one checkOrder at once, and polling slows down to the
+                       safety schedule
+    safety_interval:   with webhooks, seconds between two checks of an order (instead of
+                       `interval`): a lost webhook delays an order by at most this much
     """
 
     rate_per_minute: float | None = 600.0
@@ -42,6 +48,8 @@ class TrackerConfig:
     restart_spread: float = 5.0
     clock_skew: float = 120.0
     flush_interval: float = 0.05
+    webhooks: bool = False
+    safety_interval: float = 60.0
 
     def __post_init__(self) -> None:
         if self.check_mode not in ("auto", "check", "sweep"):
@@ -50,7 +58,17 @@ class TrackerConfig:
             raise ValueError("max_in_flight and delivery_concurrency must be >= 1")
         if self.interval <= 0 or self.deadline <= 0 or self.stuck_interval <= 0:
             raise ValueError("interval, deadline and stuck_interval must be > 0")
+        if self.safety_interval <= 0:
+            raise ValueError("safety_interval must be > 0")
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between two scheduled checks of an order: `safety_interval` with webhooks."""
+        return self.safety_interval if self.webhooks else self.interval
 
     @property
     def policy(self) -> PollPolicy:
-        return PollPolicy(interval=self.interval, max_attempts=None, timeout=self.deadline)
+        every = self.poll_interval
+        return PollPolicy(
+            interval=every, max_attempts=None, timeout=self.deadline, max_interval=max(60.0, every)
+        )

@@ -21,6 +21,14 @@ SWEEPS_ABANDONED = "sweeps.abandoned"
 SWEEP_MISSES = "sweeps.missed_orders"
 HANDLER_CALLS = "handler.calls"
 HANDLER_FAILURES = "handler.failures"
+# Signed order webhooks (`oneclickdz.tracker.receiver`): received = refused + verified, and
+# verified = duplicate + hinted + ignored. Only `hinted` costs an API call (a checkOrder).
+WEBHOOKS_RECEIVED = "webhooks.received"
+WEBHOOKS_REFUSED = "webhooks.refused"  # bad signature, old timestamp, missing header, bad body
+WEBHOOKS_VERIFIED = "webhooks.verified"
+WEBHOOKS_DUPLICATE = "webhooks.duplicate"  # an event id seen before: nothing done
+WEBHOOKS_HINTED = "webhooks.hinted"  # an open order followed here: checked at once
+WEBHOOKS_IGNORED = "webhooks.ignored"  # an order not followed here, or already final
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,12 @@ Runners: a SQLite store has one (a file lock). A shared store (PostgreSQL) has a
 holds leases on the open orders it works, renews them while it runs, and claims, every second,
 the orders no live runner holds (new ones, and those of a runner that died once their lease
 expired). An order whose lease was lost is dropped from memory; its writes are not made.
+
+Webhooks (`TrackerConfig(webhooks=True)`, `oneclickdz.tracker.receiver`): a verified order
+webhook is a hint (`hint()`): the open order it names gets one checkOrder at once, ahead of its
+schedule, and the check's answer, never the webhook, is what finalises it. Polling goes on at
+`safety_interval` (60 s), so a lost webhook delays an order and never loses it. Sweeps still
+batch those safety checks when that is cheaper; a hinted check is always one checkOrder.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import logging
 import random
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -71,6 +78,9 @@ from .stats import (
     SWEEPS,
     SWEEPS_ABANDONED,
     THROTTLED,
+    WEBHOOKS_DUPLICATE,
+    WEBHOOKS_HINTED,
+    WEBHOOKS_IGNORED,
     Latency,
     RunSummary,
     TrackerStats,
@@ -118,6 +128,8 @@ _Work = _Place | _Check | _Page
 _Entry = tuple[float, int, TrackedOrder]
 
 PROGRESS_EVERY = 10  # poll progress is written at the 1st check and every 10th after it
+SEEN_EVENTS = 100_000  # webhook event ids remembered, to drop a repeated delivery for free
+EARLY_HINTS = 10_000  # hinted order ids not held here (yet), remembered until they are
 
 
 def _new_id() -> str:
@@ -183,6 +195,7 @@ class Tracker:
         self._busy: set[str] = set()
         self._force_check: set[str] = set()
         self._dirty: dict[str, TrackedOrder] = {}
+        self._flushing = asyncio.Lock()
         self._counts: dict[str, int] = {}
         self._sweep: Sweep | None = None
         self._density: float | None = None  # orders per second of window, from sweeps
@@ -201,6 +214,10 @@ class Tracker:
         self._claim_soon = False  # shared store: rows were written here, claim them now
         self._renew_at = 0.0  # shared store: when the leases are renewed next (monotonic)
         self._others_pending = 0  # shared store: open rows other runners hold
+        self._seen_events: OrderedDict[str, None] = OrderedDict()  # webhook ids, oldest first
+        self._early_hints: OrderedDict[str, float] = OrderedDict()  # order id -> when hinted
+        self._hint_at: dict[str, float] = {}  # intent id -> when hinted (monotonic), until a
+        # check sent after the hint has answered
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -384,6 +401,46 @@ class Tracker:
             counters=counters,
         )
 
+    def hint(self, order_id: str, *, event_id: str | None = None) -> bool:
+        """Something outside (a verified webhook) says this order may be final: check it now.
+
+        Only a hint: the check's answer, the API's truth, is what finalises an order, never the
+        hint; a stale, lying or out-of-order one costs at most one call. Nothing is awaited and
+        no call is made here, so a webhook receiver answers at once. True when a checkOrder is
+        scheduled now (or, if one is out, right after it: its answer may predate the hint).
+        False, at no cost, for an `event_id` already seen (the last 100,000 are kept), for an
+        order already final, and for one this tracker does not hold; that order id is kept (the
+        last 10,000), and checked at once if its placement's answer or its lease comes later.
+        """
+        if event_id is not None:
+            if event_id in self._seen_events:
+                self._seen_events.move_to_end(event_id)
+                self._count(WEBHOOKS_DUPLICATE)
+                return False
+            _remember(self._seen_events, event_id, None, SEEN_EVENTS)
+        order = self._by_order_id.get(order_id)
+        if order is None or order.id not in self._orders:
+            _remember(self._early_hints, order_id, time.monotonic(), EARLY_HINTS)
+            self._count(WEBHOOKS_IGNORED)
+            log.debug("hint for an order not held here order_id=%s", order_id)
+            return False
+        if order.state is not State.PLACED:
+            self._count(WEBHOOKS_IGNORED)
+            return False
+        self._count(WEBHOOKS_HINTED)
+        self._hint_at[order.id] = time.monotonic()
+        log.debug("hint: checking now id=%s order_id=%s", order.id, order_id)
+        if order.id not in self._busy:  # else the end of its check or sweep reschedules it
+            self._due_now(order)
+            self._queue(order)
+            self._wake.set()
+        return True
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add `n` to the stats counter `name`: stored with the next flush, read back in
+        `stats().counters`. For what runs beside the tracker, such as its webhook receiver."""
+        self._count(name, n)
+
     @property
     def in_flight(self) -> tuple[int, int]:
         """(API calls awaiting an answer, handlers running) right now."""
@@ -535,8 +592,23 @@ class Tracker:
             self._by_order_id[order.order_id] = order
         if order.state is State.FINAL:  # every admitted row is on disk as it is
             self._durable_final.add(order.id)
+        self._take_early_hint(order)
         self._queue(order)
         self._wake.set()
+
+    def _take_early_hint(self, order: TrackedOrder) -> None:
+        """A placed order now held here was hinted before it was: check it at once."""
+        if order.state is not State.PLACED or order.order_id is None:
+            return
+        hinted = self._early_hints.pop(order.order_id, None)
+        if hinted is not None:
+            self._hint_at[order.id] = hinted
+            self._due_now(order)
+
+    def _due_now(self, order: TrackedOrder) -> None:
+        """Its next step is a checkOrder (not a sweep), due now; the caller queues it."""
+        order.next_at = min(order.next_at, _now())
+        self._force_check.add(order.id)
 
     def _queue(self, order: TrackedOrder) -> None:
         self._seq += 1
@@ -555,6 +627,7 @@ class Tracker:
             self._by_order_id.pop(order.order_id, None)
         self._force_check.discard(order.id)
         self._durable_final.discard(order.id)
+        self._hint_at.pop(order.id, None)
 
     def _touch(self, order: TrackedOrder) -> None:
         self._dirty[order.id] = order
@@ -770,8 +843,9 @@ class Tracker:
         order.attempts = 0
         order.last_error = None
         order.deadline = now + self.config.deadline
-        order.next_at = now + self.config.interval
+        order.next_at = now + self.config.poll_interval
         self._by_order_id[order_id] = order
+        self._take_early_hint(order)
         log.info(
             "order placed id=%s order_id=%s ref=%s recovered=%s", order.id, order_id, order.ref,
             adopted,
@@ -811,13 +885,14 @@ class Tracker:
                 if page > 1:
                     await self._spend_token()
                 self._count(CALLS_LIST)
+                asked = time.monotonic()
                 result = await self.client.gift_cards.list_orders_page(
                     page, page_size=PAGE_SIZE, from_=window[0], to=window[1]
                 )
                 for item in result.items:
                     if item.ref == order.ref:
                         self._placed(order, item.id, adopted=True)
-                        self._apply(order, item, _now())
+                        self._apply(order, item, _now(), asked)
                         return
                 pages = result.pagination.total_pages if result.pagination else 1
                 page += 1
@@ -840,6 +915,7 @@ class Tracker:
         assert order.order_id is not None
         self._count(CALLS_CHECK)
         self._count(CHECKED_BY_CHECK)
+        asked = time.monotonic()
         try:
             result = await self.client.gift_cards.check_order(order.order_id)
         except NotFoundError as exc:
@@ -847,9 +923,9 @@ class Tracker:
                          f"({_describe(exc)})")  # fmt: skip
         except OneClickDZError as exc:
             self._note_throttle(exc)
-            self._after_check(order, _now(), exc)
+            self._after_check(order, _now(), exc, asked)
         else:
-            self._apply(order, result, _now())
+            self._apply(order, result, _now(), asked)
         finally:
             self._busy.discard(order.id)
             self._touch_checked(order)
@@ -858,6 +934,7 @@ class Tracker:
     async def _read_page(self, sweep: Sweep, number: int) -> None:
         window = sweep.window.params()
         self._count(CALLS_LIST)
+        asked = time.monotonic()
         try:
             page = await self.client.gift_cards.list_orders_page(
                 number, page_size=PAGE_SIZE, from_=window[0], to=window[1]
@@ -885,7 +962,7 @@ class Tracker:
                     continue
                 sweep.seen.add(item.id)
                 self._count(CHECKED_BY_SWEEP)
-                self._apply(candidate, item, now)
+                self._apply(candidate, item, now, asked)
                 self._busy.discard(candidate.id)
                 self._touch_checked(candidate)
                 self._queue(candidate)
@@ -921,12 +998,17 @@ class Tracker:
             self._busy.discard(order.id)
             if not sweep.abandoned:
                 self._force_check.add(order.id)  # checkOrder it next
+            if order.id in self._hint_at:  # hinted while the sweep held it
+                self._due_now(order)
             self._queue(order)
         self._wake.set()
 
     # ----------------------------------------------------------------- what a check tells
 
-    def _apply(self, order: TrackedOrder, result: Order, now: float) -> None:
+    def _apply(
+        self, order: TrackedOrder, result: Order, now: float, asked: float | None = None
+    ) -> None:
+        """What a check (sent at `asked`, monotonic) or a sweep tells about one order."""
         if result.time is not None:
             order.order_time = result.time.timestamp()
             if order.sent_at is not None and not order.adopted:
@@ -937,8 +1019,9 @@ class Tracker:
             order.product_id = result.product
             order.type_id = result.type
         if not result.is_final:
-            self._after_check(order, now, None)
+            self._after_check(order, now, None, asked)
             return
+        self._hint_at.pop(order.id, None)
         sealer = self._checked_open()
         order.status = str(result.status)
         order.fulfilled_quantity = result.fulfilled_quantity
@@ -960,7 +1043,13 @@ class Tracker:
         log.info("order final id=%s order_id=%s status=%s cards=%d", order.id, order.order_id,
                  order.status, len(outcome.cards))  # fmt: skip
 
-    def _after_check(self, order: TrackedOrder, now: float, error: OneClickDZError | None) -> None:
+    def _after_check(
+        self,
+        order: TrackedOrder,
+        now: float,
+        error: OneClickDZError | None,
+        asked: float | None = None,
+    ) -> None:
         order.attempts += 1
         order.last_error = None if error is None else _describe(error)
         started = order.started_at if order.started_at is not None else now
@@ -971,7 +1060,25 @@ class Tracker:
                             order.order_id, now - started)  # fmt: skip
             order.stuck = True
             pause = self.config.stuck_interval
-        order.next_at = now + pause
+        order.next_at = now + self._after_hint(order, pause, error, asked)
+
+    def _after_hint(
+        self, order: TrackedOrder, pause: float, error: OneClickDZError | None, asked: float | None
+    ) -> float:
+        """The pause after a check (sent at `asked`) of an order a hint named: none if the hint
+        came while the check was out, the normal interval if it failed, else as scheduled."""
+        hinted = self._hint_at.get(order.id)
+        if hinted is None:
+            return pause
+        if error is not None:  # not answered: again soon, not at the safety schedule's pace
+            self._force_check.add(order.id)
+            retry = error.retry_after if isinstance(error, RateLimitError) else None
+            return min(pause, max(self.config.interval, retry or 0.0))
+        if asked is not None and hinted >= asked:  # this answer may predate what the hint says
+            self._force_check.add(order.id)
+            return 0.0
+        del self._hint_at[order.id]  # answered: the API's truth stands, whatever the hint said
+        return pause
 
     def _settle(self, order: TrackedOrder, state: State, reason: str | None) -> None:
         order.state = state
@@ -990,6 +1097,12 @@ class Tracker:
             await self._flush()
 
     async def _flush(self) -> None:
+        # One at a time: a flush (that of `stats()`) returns once what an earlier one took is
+        # on disk too, so that the counters read next include every call counted before.
+        async with self._flushing:
+            await self._flush_once()
+
+    async def _flush_once(self) -> None:
         if not self._dirty and not self._counts:
             return
         dirty, self._dirty = list(self._dirty.values()), {}
@@ -1162,6 +1275,13 @@ class _Wake:
             handle.cancel()
             self._waiter = None
             self._pending = False
+
+
+def _remember(memory: OrderedDict[str, Any], key: str, value: Any, limit: int) -> None:
+    memory[key] = value
+    memory.move_to_end(key)
+    if len(memory) > limit:
+        memory.popitem(last=False)
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
