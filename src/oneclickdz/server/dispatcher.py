@@ -45,7 +45,13 @@ from oneclickdz.server.store import (
     Tx,
 )
 from oneclickdz.server.vault import Vault
-from oneclickdz.server.webhooks import addresses, literal_address, refusal, signing_secrets
+from oneclickdz.server.webhooks import (
+    addresses,
+    event_id,
+    literal_address,
+    refusal,
+    signing_secrets,
+)
 
 log = logging.getLogger("oneclickdz.server.webhooks")
 
@@ -120,14 +126,26 @@ class Dispatcher:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        self._handed: list[str] = []  # events of orders finished here, leased to us, not sent
+        self._ready: list[DeliveryJob] = []  # deliveries we hold, waiting for a free slot
         self._client: aiohttp.ClientSession | None = None
         # Fault injection (`webhook:RATE:FAULT`): the fault for the delivery about to go out.
         self.fault: Callable[[], FaultRule | None] = lambda: None
         # For the metrics: each attempt's outcome and latency in seconds (None: not sent).
         self.on_attempt: Callable[[str, float | None], None] = lambda outcome, seconds: None
 
+    def hold(self) -> tuple[str, float]:
+        """The lease a final order's new deliveries start with: this process's, so it sends
+        them at once without claiming them (if it dies first, another claims them later)."""
+        return self.owner, time.time() + self.lease
+
+    def handoff(self, order_id: str) -> None:
+        """An order turned final in this process (its deliveries leased to us by `hold`)."""
+        self._handed.append(event_id(order_id))
+        self._wake.set()
+
     def wake(self) -> None:
-        """Look for due deliveries now (an order just turned final in this process)."""
+        """Look for due deliveries now."""
         self._wake.set()
 
     @property
@@ -158,21 +176,28 @@ class Dispatcher:
             await client.close()
 
     async def _round(self) -> float:
-        """Claim what is due and start sending it; how long to wait before looking again."""
+        """Start what this process holds and claim what is due; how long to wait before
+        looking again."""
         try:
+            if self._handed:  # no claim needed: a read of what we already hold
+                handed, self._handed = self._handed, []
+                self._ready += await self._store.reader().webhooks.leased(handed, self.owner)
             free = self.concurrency - len(self._inflight)
-            if free < max(1, self.concurrency // 4):
-                return POLL  # nearly full: claim when a quarter is free (a finished attempt wakes)
-            now = time.time()
-            jobs = await self._store.write(
-                partial(_claim, now=now, owner=self.owner, until=now + self.lease, limit=free)
-            )
-            for job in jobs:
+            starting, self._ready = self._ready[:free], self._ready[free:]
+            free -= len(starting)
+            claimed: list[DeliveryJob] = []
+            nearly_full = free < max(1, self.concurrency // 4)  # claim when a quarter is free
+            if not nearly_full:
+                now = time.time()
+                claimed = await self._store.write(
+                    partial(_claim, now=now, owner=self.owner, until=now + self.lease, limit=free)
+                )
+            for job in (*starting, *claimed):
                 task = asyncio.create_task(self._deliver(job))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
-            if len(jobs) == free:
-                return POLL
+            if self._ready or nearly_full or len(claimed) == free:
+                return POLL  # more to do as soon as slots free (a finished attempt wakes)
             now = time.time()
             due = await self._store.reader().webhooks.next_due(now)
             return POLL if due is None else min(POLL, max(0.01, due - now))

@@ -65,8 +65,10 @@ class Fulfilment:
         self.pending = 0  # orders claimed by this process and not yet finished
         # For the metrics: called with each final order's lag, in seconds after its due time.
         self.on_final: Callable[[float], None] = lambda lag: None
-        # Called once an order's event is in the outbox (it turned final): the dispatcher's cue.
-        self.on_event: Callable[[], None] = lambda: None
+        # Webhooks: who holds the leases of a final order's deliveries (owner, until) from the
+        # start, and who is told the order's id once it is committed (the dispatcher).
+        self.webhook_hold: Callable[[], tuple[str, float] | None] = lambda: None
+        self.on_event: Callable[[str], None] = lambda order_id: None
         # Fault injection (`fulfil:RATE:delay=S`): seconds to hold a round's claimed orders.
         self.stall: Callable[[], float] = lambda: 0.0
         self._held: set[asyncio.Task[None]] = set()
@@ -147,7 +149,7 @@ class Fulfilment:
         try:
             order = await self._store.write(
                 partial(orders.fulfil, vault=self._vault, order_id=order_id,
-                        code_seed=code_seed, now=now_iso())
+                        code_seed=code_seed, now=now_iso(), hold=self.webhook_hold())
             )  # fmt: skip
         except Exception:
             # Still HANDLING and leased to us: claimed again when the lease ends.
@@ -157,7 +159,7 @@ class Fulfilment:
             )
             return
         if order is not None:
-            self.on_event()
+            self.on_event(order.id)
             self.on_final(self.now() - order.due_at)
             log.info(
                 "order final",

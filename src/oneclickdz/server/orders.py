@@ -173,10 +173,18 @@ def sandbox_card(code_seed: int, index: int, serial_number: int) -> tuple[str, s
 
 
 def fulfil(
-    tx: Tx, vault: Vault, order_id: str, *, code_seed: int, now: str, at: float | None = None
+    tx: Tx,
+    vault: Vault,
+    order_id: str,
+    *,
+    code_seed: int,
+    now: str,
+    at: float | None = None,
+    hold: tuple[str, float] | None = None,
 ) -> OrderRecord | None:
     """Turn a HANDLING order final: deliver what can be delivered, refund the rest, and put
-    its webhook event in the outbox (`at`: when, in seconds since the epoch; default now).
+    its webhook event in the outbox (`at`: when, in seconds since the epoch; default now),
+    its deliveries leased to `hold` = (owner, until) when given.
 
     Returns the final order, or None when it was not HANDLING (already finished elsewhere),
     which makes running it twice harmless.
@@ -207,5 +215,6 @@ def fulfil(
         )  # fmt: skip
     final = replace(order, status=status, fulfilled_quantity=delivered)
     # The same transaction: an order is never final without its event, nor the reverse.
-    tx.webhooks.enqueue(webhooks.order_event(final, time.time() if at is None else at))
+    event = webhooks.order_event(final, time.time() if at is None else at)
+    tx.webhooks.enqueue(event, *(hold or (None, None)))
     return final

@@ -93,7 +93,8 @@ def build(config: ServerConfig, faults: FaultRules | None = None) -> tuple[ASGIA
         schedule=config.webhook_retries, owner=fulfilment.owner,
     )  # fmt: skip
     dispatcher.fault = partial(faults.webhook_fault, chance.faults)
-    fulfilment.on_event = dispatcher.wake
+    fulfilment.webhook_hold = dispatcher.hold
+    fulfilment.on_event = dispatcher.handoff
     backend = Backend(
         store, vault, authenticator, fulfilment, chance, config.fulfill_delay, dispatcher
     )

@@ -376,15 +376,23 @@ class Webhooks(Protocol):
         deliveries. False if there is no such endpoint (or it was removed)."""
         ...
 
-    def enqueue(self, event: EventRecord) -> None:
+    def enqueue(
+        self, event: EventRecord, owner: str | None = None, until: float | None = None
+    ) -> None:
         """Put an event in the outbox with one delivery, due at its creation, per enabled
-        endpoint of its key that takes its type; nothing when none does. (No answer is awaited:
-        a batch on a network engine sends it along with the next statement.)"""
+        endpoint of its key that takes its type; nothing when none does. `owner` (until
+        `until`) holds their lease from the start: the process that made the event sends it
+        without claiming it first. (No answer is awaited: a batch on a network engine sends
+        it along with the next statement.)"""
         ...
 
     def claim_due(self, now: float, owner: str, until: float, limit: int) -> list[DeliveryJob]:
         """Lease to `owner` until `until` up to `limit` pending deliveries due by `now` whose
         lease is free or ended, soonest first; like `Orders.claim_due`, claimants never share."""
+        ...
+
+    def leased(self, event_ids: Sequence[str], owner: str) -> list[DeliveryJob]:
+        """The pending deliveries of these events leased to `owner`."""
         ...
 
     def next_due(self, now: float) -> float | None: ...
@@ -478,6 +486,7 @@ class SettingsReads(Protocol):
 
 class WebhookReads(Protocol):
     async def next_due(self, now: float) -> float | None: ...
+    async def leased(self, event_ids: Sequence[str], owner: str) -> list[DeliveryJob]: ...
     async def endpoints(self, key_id: int | None = None) -> list[EndpointRecord]: ...
 
 

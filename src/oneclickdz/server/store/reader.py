@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
 from oneclickdz.server.store.base import (
+    DeliveryJob,
     EndpointRecord,
     Env,
     KeyRecord,
@@ -122,6 +123,9 @@ class WebhookReads(_Reads):
 
     async def next_due(self, now: float) -> float | None:
         return await self._run(lambda tx: tx.webhooks.next_due(now))
+
+    async def leased(self, event_ids: Sequence[str], owner: str) -> list[DeliveryJob]:
+        return await self._run(lambda tx: tx.webhooks.leased(event_ids, owner))
 
     async def endpoints(self, key_id: int | None = None) -> list[EndpointRecord]:
         return await self._run(lambda tx: tx.webhooks.endpoints(key_id))

@@ -155,7 +155,9 @@ class SqlWebhooks:
 
     # -- the outbox --------------------------------------------------------------------------
 
-    def enqueue(self, event: EventRecord) -> None:
+    def enqueue(
+        self, event: EventRecord, owner: str | None = None, until: float | None = None
+    ) -> None:
         self._run(
             f"INSERT INTO webhook_events ({_EVENT_COLUMNS}) "
             f"SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 {_SUBSCRIBED})",
@@ -165,9 +167,9 @@ class SqlWebhooks:
             ),
         )  # fmt: skip
         self._run(
-            "INSERT INTO webhook_deliveries (event_id, endpoint_id, state, attempts, next_at) "
-            f"SELECT ?, id, '{_PENDING}', 0, ? {_SUBSCRIBED}",
-            (event.id, event.created_at, event.key_id, event.type),
+            "INSERT INTO webhook_deliveries (event_id, endpoint_id, state, attempts, next_at, "
+            f"lease_owner, lease_until) SELECT ?, id, '{_PENDING}', 0, ?, ?, ? {_SUBSCRIBED}",
+            (event.id, event.created_at, owner, until, event.key_id, event.type),
         )
 
     def claim_due(self, now: float, owner: str, until: float, limit: int) -> list[DeliveryJob]:
@@ -179,15 +181,25 @@ class SqlWebhooks:
             f"AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_at LIMIT ?{skip_locked})",
             (owner, until, now, now, limit),
         )
+        return self._jobs("d.lease_until = ?", (owner, until))
+
+    def leased(self, event_ids: Sequence[str], owner: str) -> list[DeliveryJob]:
+        if not event_ids:
+            return []
+        marks = ", ".join("?" * len(event_ids))
+        return self._jobs(f"d.event_id IN ({marks})", (owner, *event_ids))
+
+    def _jobs(self, where: str, params: Sequence[Any]) -> list[DeliveryJob]:
+        """The pending deliveries leased to `params[0]` that match `where`, soonest first."""
         prefixed = ", ".join(f"p.{c}" for c in _ENDPOINT_COLUMNS.split(", "))
         events = ", ".join(f"e.{c}" for c in _EVENT_COLUMNS.split(", "))
         rows = self._run(
             f"SELECT d.attempts, {events}, {prefixed} FROM webhook_deliveries d "
             "JOIN webhook_events e ON e.id = d.event_id "
             "JOIN webhook_endpoints p ON p.id = d.endpoint_id "
-            f"WHERE d.state = '{_PENDING}' AND d.lease_owner = ? AND d.lease_until = ? "
+            f"WHERE d.state = '{_PENDING}' AND d.lease_owner = ? AND {where} "
             "ORDER BY d.next_at",
-            (owner, until),
+            params,
         ).fetchall()
         return [
             DeliveryJob(event=event_row(r[1:7]), endpoint=endpoint_row(r[7:]), attempts=int(r[0]))
