@@ -4,7 +4,8 @@
 
 The spec names the service (`base_url`, `key`), the store, the `TrackerConfig` fields, and what
 to track: `"mode": "place"` writes `count` intents with `place_many` (in chunks of `chunk`),
-`"mode": "adopt"` adopts every order id of `ids_file` with `track()`. The tracker then runs until
+`"mode": "adopt"` adopts every order id of `ids_file` with `track()`. With `"webhook": {"port",
+"secrets"}` it receives signed webhooks on 127.0.0.1:port while it runs. It then runs until
 idle with a trivial handler, or, with `"run_for_s": N`, for N seconds from the start of `run()`
 (a timer calls `tracker.stop()`; `run()` returns once the calls in flight have answered). The
 result (JSON at `out`) holds the tracker's stats, the requests its client really sent, every
@@ -156,7 +157,14 @@ async def main(spec: dict[str, Any], ids: list[str]) -> dict[str, Any]:
             timer = asyncio.get_running_loop().call_later(float(run_for), stop)
         t_run = time.time()
         try:
-            summary = await tracker.run(until_idle=run_for is None)
+            async with contextlib.AsyncExitStack() as stack:
+                if hook := spec.get("webhook"):  # receive webhooks beside the run
+                    from oneclickdz.tracker.receiver import serve_webhooks
+
+                    await stack.enter_async_context(
+                        serve_webhooks(tracker, "127.0.0.1", int(hook["port"]), hook["secrets"])
+                    )
+                summary = await tracker.run(until_idle=run_for is None)
         finally:
             if timer is not None:
                 timer.cancel()
