@@ -26,8 +26,9 @@ EXTRAS: dict[str, tuple[str, ...]] = {
         "redis",
         "psycopg",
         "psycopg_pool",
+        "aiohttp",
     ),
-    "tracker": ("aiohttp", "cryptography", "psycopg", "psycopg_pool"),
+    "tracker": ("aiohttp", "cryptography", "psycopg", "psycopg_pool", "starlette", "uvicorn"),
 }
 NEEDS_EXTRA = {"serve": "server", "admin": "server", "demo": "server", "track": "tracker"}
 
