@@ -515,3 +515,32 @@ def test_webhook_fault_rules_parse_and_refuse_what_does_not_apply() -> None:
     for bad in ("webhook:0.1:503", "webhook:0.1:delay=soon", "webhook:2:drop", "*:0.1:drop"):
         with pytest.raises(ValueError, match="fault rule"):
             parse_faults(bad)
+
+
+def test_the_senders_resolver_never_connects_to_a_private_address(receiver: Receiver) -> None:
+    """The address check at send time and the connection use one DNS answer: a name that
+    resolves to loopback (as a rebinding host would, after passing the check) is never reached."""
+    import asyncio
+
+    import aiohttp
+
+    from oneclickdz.server.dispatcher import PublicResolver
+
+    async def send(url: str) -> None:
+        connector = aiohttp.TCPConnector(resolver=PublicResolver())
+        async with aiohttp.ClientSession(connector=connector) as session:
+            await session.post(url, data=b"{}")
+
+    url = receiver.url.replace("127.0.0.1", "localhost")
+    with pytest.raises(aiohttp.ClientConnectorError):
+        asyncio.run(send(url))
+    assert receiver.received == []
+    asyncio.run(send_plain(url))  # the same URL is reachable without the guard
+    assert len(receiver.received) == 1
+
+
+async def send_plain(url: str) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.post(url, data=b"{}") as response:
+        assert response.status == 204

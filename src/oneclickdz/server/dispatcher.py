@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from functools import partial
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 from standardwebhooks.webhooks import Webhook
 
 from oneclickdz._version import __version__
@@ -48,6 +50,7 @@ from oneclickdz.server.vault import Vault
 from oneclickdz.server.webhooks import (
     addresses,
     event_id,
+    is_public,
     literal_address,
     refusal,
     signing_secrets,
@@ -98,6 +101,27 @@ def _record(
     if disable is not None:  # cancels this delivery and every other pending one of the endpoint
         tx.webhooks.set_status(attempt.endpoint_id, EndpointStatus.DISABLED, disable)
     tx.webhooks.record(attempt, state, next_at)
+
+
+class PublicResolver(AbstractResolver):
+    """aiohttp's resolver, keeping only public addresses: what is connected to is what was
+    checked, so a host that changes its DNS answer between the check and the connection (DNS
+    rebinding) still cannot reach a private or loopback address."""
+
+    def __init__(self) -> None:
+        self._inner = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        public = [r for r in found if is_public(r["host"])]
+        if not public:
+            raise OSError(f"{host} resolves only to private or loopback addresses")
+        return public
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 class Dispatcher:
@@ -156,7 +180,10 @@ class Dispatcher:
         """Claim and deliver due webhooks until cancelled (then in-flight attempts are dropped:
         their leases end and they are sent again, by this process restarted or another)."""
         client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.concurrency),
+            connector=aiohttp.TCPConnector(
+                limit=self.concurrency,
+                resolver=None if self.allow_private else PublicResolver(),
+            ),
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             trust_env=False,  # no proxy from the environment: the address check is what is sent
             headers={"user-agent": f"oneclickdz-webhooks/{__version__}"},
