@@ -18,10 +18,12 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python -m oneclickdz demo
 
-# One worker per core (pytest-xdist): each worker starts its own services and databases.
+# Two workers per core (pytest-xdist): each worker starts its own services and databases, and
+# the tests mostly wait on them (fulfilment delays, retries, process starts), so two per core
+# keep the cores busy: on 2 cores, 730 s against 862 s with one per core (measured).
 # `make test PYTEST_ARGS="-n 0"` runs the tests one after another.
 test: install
-	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $$(( $$(nproc) * 2 )) $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -62,6 +62,11 @@ def log_rows(svc: Service, event_id: str | None = None, limit: int = 100) -> lis
     return rows
 
 
+def attempts(svc: Service) -> int:
+    """How many attempts the log holds (read from the database: cheap enough to poll)."""
+    return int(query(svc, "SELECT COUNT(*) FROM webhook_attempts")[0][0])
+
+
 def wait_until(check: Callable[[], bool], within: float = 20.0) -> None:
     deadline = time.monotonic() + within
     while not check():
@@ -165,14 +170,11 @@ def test_admin_lists_removes_and_refuses_bad_endpoints(
     assert [(e["url"], e["status"]) for e in listed] == [(receiver.url, "ENABLED")]
     assert listed[0]["events"] == ["order.fulfilled", "order.partially_filled", "order.refunded"]
     assert secret not in svc.admin("list-webhooks")
+    done = cli("admin", "--db", svc.db_url, "add-webhook", key, receiver.url, env=svc.env)
+    assert done.returncode == 2 and "private or loopback" in done.stderr, done.stderr
+    assert "whsec_" not in done.stdout + done.stderr  # without --allow-private: refused
     for url, why in {
         "ftp://example.com/hook": "http:// or https://",
-        receiver.url: "private or loopback",  # without --allow-private
-    }.items():
-        done = cli("admin", "--db", svc.db_url, "add-webhook", key, url, env=svc.env)
-        assert done.returncode == 2 and why in done.stderr, done.stderr
-        assert "whsec_" not in done.stdout + done.stderr
-    for url, why in {
         "http://user:pw@example.com/hook": "credentials",
         "https:///nohost": "no host",
         "https://no-such-host.invalid/hook": "does not resolve",
@@ -242,7 +244,7 @@ def test_a_receiver_failing_n_times_gets_retries_with_growing_jittered_delays(
         library_verifies(request, secret)  # each attempt signed afresh, within the tolerance
     gaps = [b.at - a.at for a, b in itertools.pairwise(got)]
     for gap, delay in zip(gaps, schedule, strict=True):
-        assert delay * 0.8 - 0.05 <= gap <= delay * 1.2 + 1.0, (gaps, schedule)
+        assert delay * 0.8 - 0.05 <= gap <= delay * 1.2 + 2.0, (gaps, schedule)
     time.sleep(2.5)
     assert len(receiver.received) == 4  # delivered: no more attempts
     rows = log_rows(svc, f"evt_{order_id}")
@@ -290,9 +292,7 @@ def test_a_410_disables_the_endpoint_and_nothing_more_is_sent(
     with client(svc, key) as c:
         wait_final(c, place(c))
         receiver.wait_for(1)
-        wait_until(
-            lambda: json.loads(svc.admin("list-webhooks", "--json"))[0]["status"] == "DISABLED"
-        )
+        wait_until(lambda: query(svc, "SELECT status FROM webhook_endpoints") == [("DISABLED",)])
         listed = json.loads(svc.admin("list-webhooks", "--json"))[0]
         assert "410" in listed["disabledReason"]
         for order_id in [place(c) for _ in range(3)]:
@@ -420,7 +420,7 @@ def test_webhook_faults_drop_or_duplicate_deliveries(
         ids = [place(c) for _ in range(3)]
         for order_id in ids:
             wait_final(c, order_id)
-    wait_until(lambda: len(log_rows(svc)) == (3 if fault == "drop" else 6))
+    wait_until(lambda: attempts(svc) == (3 if fault == "drop" else 6))
     if fault == "drop":
         time.sleep(1.0)
         assert receiver.received == []  # lost for good: not retried
@@ -481,7 +481,7 @@ def test_webhook_log_shows_attempts_newest_first(
             ids.append(place(c))
             wait_final(c, ids[-1])
             receiver.wait_for(count)
-    wait_until(lambda: len(log_rows(svc)) == 2)
+    wait_until(lambda: attempts(svc) == 2)
     assert _ids(log_rows(svc)) == [f"evt_{ids[1]}", f"evt_{ids[0]}"]
     assert _ids(log_rows(svc, limit=1)) == [f"evt_{ids[1]}"]
     text = svc.admin("webhook-log")
