@@ -142,19 +142,17 @@ class FaultRules:
 
     def fulfil_delay(self, rng: random.Random) -> float:
         """Seconds the fulfilment round starting now holds its claimed orders (0: none)."""
-        for rule in self.rules:
-            if rule.route != FULFIL or (rule.limit is not None and rule.hits >= rule.limit):
-                continue
-            if rng.random() < rule.rate:
-                rule.hits += 1
-                log.info("fault injected", extra={"fault": str(rule)})
-                return rule.seconds
-        return 0.0
+        rule = self._draw(FULFIL, rng)
+        return 0.0 if rule is None else rule.seconds
 
     def webhook_fault(self, rng: random.Random) -> FaultRule | None:
         """The fault to apply to the webhook delivery about to go out (None: none)."""
+        return self._draw(WEBHOOK, rng)
+
+    def _draw(self, route: str, rng: random.Random) -> FaultRule | None:
+        """The first rule of `route` (never `*`) still in force that the draw picks."""
         for rule in self.rules:
-            if rule.route != WEBHOOK or (rule.limit is not None and rule.hits >= rule.limit):
+            if rule.route != route or (rule.limit is not None and rule.hits >= rule.limit):
                 continue
             if rng.random() < rule.rate:
                 rule.hits += 1
