@@ -276,6 +276,8 @@ def report(targets: list[Target]) -> None:
     print("\nratios (same run, medians):")
     for name, values in figures["ratios"].items():
         print(f"  {name}: " + ", ".join(f"{w} {v}x" for w, v in values.items()))
+    if len(targets) < 4:  # BENCH_TARGETS: a quick look, neither the targets nor saved
+        return
     best_pg = max(of("postgresql", "placeOrder"), of("postgresql x2", "placeOrder"))
     print(
         f"\nPostgreSQL placeOrder: {round(best_pg)}/s (target >= 1,500/s); checkOrder "
