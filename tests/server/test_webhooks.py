@@ -368,11 +368,16 @@ def test_a_private_address_is_refused_unless_the_service_allows_it(
 ) -> None:
     svc = service_factory(extra_args=("--webhook-retries", ""))  # no --webhook-allow-private
     key, _ = hook(svc, receiver.url)  # the admin was told to accept it
+    hook(svc, receiver.url.replace("127.0.0.1", "localhost"), key=key)  # a name, not an address
     with client(svc, key) as c:
         wait_final(c, place(c))
-    wait_until(lambda: query(svc, "SELECT state FROM webhook_deliveries") == [("FAILED",)])
-    [row] = log_rows(svc)
-    assert row["outcome"] == "refused" and "private or loopback" in row["error"]
+    wait_until(
+        lambda: query(svc, "SELECT state FROM webhook_deliveries") == [("FAILED",), ("FAILED",)]
+    )
+    rows = log_rows(svc)
+    assert len(rows) == 2
+    for row in rows:
+        assert row["outcome"] == "refused" and "private or loopback" in row["error"], row
     assert receiver.received == []
 
 

@@ -48,7 +48,6 @@ from oneclickdz.server.store import (
 )
 from oneclickdz.server.vault import Vault
 from oneclickdz.server.webhooks import (
-    addresses,
     event_id,
     is_public,
     literal_address,
@@ -103,6 +102,10 @@ def _record(
     tx.webhooks.record(attempt, state, next_at)
 
 
+class PrivateAddress(OSError):
+    """The host resolves only to addresses a webhook may not go to."""
+
+
 class PublicResolver(AbstractResolver):
     """aiohttp's resolver, keeping only public addresses: what is connected to is what was
     checked, so a host that changes its DNS answer between the check and the connection (DNS
@@ -117,7 +120,7 @@ class PublicResolver(AbstractResolver):
         found = await self._inner.resolve(host, port, family)
         public = [r for r in found if is_public(r["host"])]
         if not public:
-            raise OSError(f"{host} resolves only to private or loopback addresses")
+            raise PrivateAddress(refusal([r["host"] for r in found], allow_private=False))
         return public
 
     async def close(self) -> None:
@@ -264,10 +267,10 @@ class Dispatcher:
         client = self._client
         assert client is not None
         endpoint = job.endpoint
-        literal = literal_address(endpoint.url)  # DNS, when needed, off the event loop
-        found = [literal] if literal else await asyncio.to_thread(addresses, endpoint.url)
-        reason = refusal(found, self.allow_private)
-        if reason is not None:
+        # A literal address is checked here; a host name by the connector's resolver, on the
+        # very answer it connects with (`PublicResolver`).
+        literal = literal_address(endpoint.url)
+        if literal is not None and (reason := refusal([literal], self.allow_private)):
             return Result("refused", error=f"not sent: {reason}")
         now = time.time()
         stamp = datetime.fromtimestamp(int(now), UTC)
@@ -290,6 +293,10 @@ class Dispatcher:
                 status = response.status  # the body is never read
         except TimeoutError:
             return Result("failed", latency_ms=_ms(started), error="timed out")
+        except aiohttp.ClientConnectorDNSError as exc:
+            private = exc.os_error if isinstance(exc.os_error, PrivateAddress) else None
+            reason = str(private) if private else refusal([], self.allow_private)
+            return Result("refused", error=f"not sent: {reason}")
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             return Result("failed", latency_ms=_ms(started), error=type(exc).__name__)
         latency = _ms(started)
