@@ -36,6 +36,11 @@ class EntryType(StrEnum):
     REFUND_ORDER = "REFUND-ORDER"
     DEPOSIT = "DEPOSIT"
     WITHDRAW = "WITHDRAW"
+    FLEXY = "FLEXY"
+    REFUND_FLEXY = "REFUND-FLEXY"
+    ADSL = "ADSL"
+    REFUND_ADSL = "REFUND-ADSL"
+    RECEIVE = "RECEIVE"
 
 
 class Operation(StrEnum):
@@ -90,6 +95,96 @@ class OrderRecord:
     fulfilled_quantity: int | None
     time: str
     due_at: float
+
+
+class TopupKind(StrEnum):
+    """Which service a top-up belongs to: `/v3/mobile` or `/v3/internet`."""
+
+    MOBILE = "MOBILE"
+    INTERNET = "INTERNET"
+
+
+class TopupStatus(StrEnum):
+    """A top-up's state. Mobile: PENDING -> HANDLING -> FULFILLED | REFUNDED | UNKNOWN_ERROR
+    (the last resolved by an operator). Internet: HANDLING -> FULFILLED | REFUNDED | QUEUED
+    (QUEUED moves on to FULFILLED or REFUNDED hours later)."""
+
+    PENDING = "PENDING"
+    HANDLING = "HANDLING"
+    FULFILLED = "FULFILLED"
+    REFUNDED = "REFUNDED"
+    UNKNOWN_ERROR = "UNKNOWN_ERROR"
+    QUEUED = "QUEUED"
+
+
+@dataclass(frozen=True, slots=True)
+class TopupRecord:
+    """A mobile top-up or an internet recharge. `plan_code` is the mobile plan or the internet
+    type (ADSL, 4G); `number` the MSSIDN or the line; `amount_cents` what the line receives and
+    `charge_cents` what the balance paid. `outcome` is the final state chosen at placement (the
+    sandbox triggers, or the simulated operator); `due_at` when the top-up next moves (None:
+    it will not move by itself). An internet card is sealed (`card_secret`)."""
+
+    id: str
+    kind: TopupKind
+    account_id: int
+    env: Env
+    key_id: int
+    ref: str
+    plan_code: str
+    number: str
+    amount_cents: int
+    charge_cents: int
+    status: TopupStatus
+    outcome: TopupStatus
+    created_at: str
+    due_at: float | None
+    final_at: str | None = None
+    card_secret: bytes | None = None
+    num_trans: str | None = None
+    date_traitement: str | None = None
+
+
+class PaymentStatus(StrEnum):
+    """An OCPay link's payment: PENDING until the payer pays (CONFIRMED) or cancels (FAILED)."""
+
+    PENDING = "PENDING"
+    CONFIRMED = "CONFIRMED"
+    FAILED = "FAILED"
+
+
+class FeeMode(StrEnum):
+    """Who bears OCPay's fee: the merchant (NO_FEE), both halves (SPLIT_FEE), the payer."""
+
+    NO_FEE = "NO_FEE"
+    SPLIT_FEE = "SPLIT_FEE"
+    CUSTOMER_FEE = "CUSTOMER_FEE"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentLinkRecord:
+    """An OCPay payment link and, once paid, its transaction (`paid_cents`: what the payer paid;
+    `net_cents`: what the merchant's balance received). `expires_at`: seconds since the epoch."""
+
+    ref: str
+    account_id: int
+    env: Env
+    key_id: int
+    title: str
+    description: str | None
+    amount_cents: int
+    fee_mode: FeeMode
+    success_message: str | None
+    redirect_url: str | None
+    status: PaymentStatus
+    created_at: str
+    expires_at: float
+    transaction_ref: str | None = None
+    paid_cents: int | None = None
+    fee_cents: int | None = None
+    net_cents: int | None = None
+    payment_method: str | None = None
+    completed_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,6 +512,71 @@ class Webhooks(Protocol):
         ...
 
 
+class Topups(Protocol):
+    """Mobile top-ups and internet recharges."""
+
+    def add(self, topup: TopupRecord) -> None:
+        """Store a new top-up; `Conflict` if its id, or its ref within its account,
+        environment and kind, is already used."""
+        ...
+
+    def get(self, topup_id: str) -> TopupRecord | None: ...
+    def id_by_ref(self, account_id: int, env: Env, kind: TopupKind, ref: str) -> str | None: ...
+    def lock(self, topup_id: str) -> TopupRecord | None:
+        """The top-up, locked against every other writer until this unit of work ends."""
+        ...
+
+    def update(self, topup: TopupRecord) -> None:
+        """Write the top-up's moving parts (status, due_at, final_at, card and trace fields),
+        releasing its lease."""
+        ...
+
+    def claim_due(self, now: float, owner: str, until: float, limit: int) -> list[str]:
+        """Lease to `owner` until `until` up to `limit` top-ups due by `now` whose lease is
+        free or ended, soonest due first; like `Orders.claim_due`, claimants never share."""
+        ...
+
+    def next_due(self, now: float) -> float | None: ...
+    def page(
+        self,
+        account_id: int,
+        env: Env,
+        kind: TopupKind,
+        window: TimeRange,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[TopupRecord], int]:
+        """A page of one kind's top-ups, newest first, and how many the window holds."""
+        ...
+
+    def counts(self) -> dict[tuple[str, str, str], int]:
+        """Top-ups by (kind, env, status)."""
+        ...
+
+
+class PaymentLinks(Protocol):
+    """OCPay payment links."""
+
+    def add(self, link: PaymentLinkRecord) -> None:
+        """Store a new link; `Conflict` if its ref is already used."""
+        ...
+
+    def get(self, ref: str) -> PaymentLinkRecord | None: ...
+    def lock(self, ref: str) -> PaymentLinkRecord | None:
+        """The link, locked against every other writer until this unit of work ends."""
+        ...
+
+    def update(self, link: PaymentLinkRecord) -> None:
+        """Write the link's status and transaction fields."""
+        ...
+
+    def page(
+        self, account_id: int, env: Env, window: TimeRange, limit: int, offset: int
+    ) -> tuple[list[PaymentLinkRecord], int]:
+        """A page of links, newest first, and how many the window holds."""
+        ...
+
+
 class Settings(Protocol):
     """Named values the service keeps about its database (vault check, catalog seeded)."""
 
@@ -441,6 +601,10 @@ class Tx(Protocol):
     def settings(self) -> Settings: ...
     @property
     def webhooks(self) -> Webhooks: ...
+    @property
+    def topups(self) -> Topups: ...
+    @property
+    def payments(self) -> PaymentLinks: ...
 
 
 # -- the read-only side (asynchronous: a read never blocks the event loop) ----------------------
@@ -490,6 +654,31 @@ class WebhookReads(Protocol):
     async def endpoints(self, key_id: int | None = None) -> list[EndpointRecord]: ...
 
 
+class TopupReads(Protocol):
+    async def get(self, topup_id: str) -> TopupRecord | None: ...
+    async def id_by_ref(
+        self, account_id: int, env: Env, kind: TopupKind, ref: str
+    ) -> str | None: ...
+    async def next_due(self, now: float) -> float | None: ...
+    async def page(
+        self,
+        account_id: int,
+        env: Env,
+        kind: TopupKind,
+        window: TimeRange,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[TopupRecord], int]: ...
+    async def counts(self) -> dict[tuple[str, str, str], int]: ...
+
+
+class PaymentReads(Protocol):
+    async def get(self, ref: str) -> PaymentLinkRecord | None: ...
+    async def page(
+        self, account_id: int, env: Env, window: TimeRange, limit: int, offset: int
+    ) -> tuple[list[PaymentLinkRecord], int]: ...
+
+
 class Reader(Protocol):
     """The read methods of every repository, and nothing that writes; each read sees committed
     data."""
@@ -508,6 +697,10 @@ class Reader(Protocol):
     def settings(self) -> SettingsReads: ...
     @property
     def webhooks(self) -> WebhookReads: ...
+    @property
+    def topups(self) -> TopupReads: ...
+    @property
+    def payments(self) -> PaymentReads: ...
 
 
 class Store(Protocol):

@@ -39,6 +39,7 @@ from oneclickdz.server.store.rows import (
     order_row,
     transaction_row,
 )
+from oneclickdz.server.store.topup_repo import SqlPayments, SqlTopups
 from oneclickdz.server.store.webhook_repo import SqlWebhooks
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -467,7 +468,10 @@ class PgSettings:
 class PgTx:
     """The unit of work: every repository on the one connection of a transaction."""
 
-    __slots__ = ("catalog", "inventory", "keys", "ledger", "orders", "settings", "webhooks")
+    __slots__ = (
+        "catalog", "inventory", "keys", "ledger", "orders", "payments", "settings", "topups",
+        "webhooks",
+    )  # fmt: skip
 
     def __init__(self, conn: Connection) -> None:
         self.keys = PgKeys(conn)
@@ -477,6 +481,8 @@ class PgTx:
         self.orders = PgOrders(conn)
         self.settings = PgSettings(conn)
         self.webhooks = SqlWebhooks(conn, postgres=True)
+        self.topups = SqlTopups(conn, postgres=True)
+        self.payments = SqlPayments(conn, postgres=True)
 
 
 # -- a batch's unit of work: the same contract, in fewer round trips --------------------------
@@ -610,7 +616,10 @@ class BatchedPgTx:
     """The unit of work of a batch: `PgTx`'s repositories, with the ledger, the catalog and
     new orders in fewer round trips; `settle` must run before the commit."""
 
-    __slots__ = ("catalog", "inventory", "keys", "ledger", "orders", "settings", "webhooks")
+    __slots__ = (
+        "catalog", "inventory", "keys", "ledger", "orders", "payments", "settings", "topups",
+        "webhooks",
+    )  # fmt: skip
 
     def __init__(self, conn: Connection) -> None:
         self.keys = PgKeys(conn)
@@ -620,6 +629,8 @@ class BatchedPgTx:
         self.orders = DeferredOrders(conn)
         self.settings = PgSettings(conn)
         self.webhooks = SqlWebhooks(conn, postgres=True)
+        self.topups = SqlTopups(conn, postgres=True)
+        self.payments = SqlPayments(conn, postgres=True)
 
     def settle(self) -> None:
         self.ledger.flush()

@@ -19,8 +19,11 @@ from oneclickdz.server.store.base import (
     Env,
     KeyRecord,
     OrderRecord,
+    PaymentLinkRecord,
     ProductRecord,
     TimeRange,
+    TopupKind,
+    TopupRecord,
     TransactionRecord,
     Tx,
     TypeRecord,
@@ -131,10 +134,49 @@ class WebhookReads(_Reads):
         return await self._run(lambda tx: tx.webhooks.endpoints(key_id))
 
 
+class TopupReads(_Reads):
+    __slots__ = ()
+
+    async def get(self, topup_id: str) -> TopupRecord | None:
+        return await self._run(lambda tx: tx.topups.get(topup_id))
+
+    async def id_by_ref(self, account_id: int, env: Env, kind: TopupKind, ref: str) -> str | None:
+        return await self._run(lambda tx: tx.topups.id_by_ref(account_id, env, kind, ref))
+
+    async def next_due(self, now: float) -> float | None:
+        return await self._run(lambda tx: tx.topups.next_due(now))
+
+    async def page(
+        self, account_id: int, env: Env, kind: TopupKind, window: TimeRange, limit: int,
+        offset: int,
+    ) -> tuple[list[TopupRecord], int]:  # fmt: skip
+        return await self._run(
+            lambda tx: tx.topups.page(account_id, env, kind, window, limit, offset)
+        )
+
+    async def counts(self) -> dict[tuple[str, str, str], int]:
+        return await self._run(lambda tx: tx.topups.counts())
+
+
+class PaymentReads(_Reads):
+    __slots__ = ()
+
+    async def get(self, ref: str) -> PaymentLinkRecord | None:
+        return await self._run(lambda tx: tx.payments.get(ref))
+
+    async def page(
+        self, account_id: int, env: Env, window: TimeRange, limit: int, offset: int
+    ) -> tuple[list[PaymentLinkRecord], int]:
+        return await self._run(lambda tx: tx.payments.page(account_id, env, window, limit, offset))
+
+
 class RepositoryReader:
     """Every repository's reads, each run through `run` on a read-only unit of work."""
 
-    __slots__ = ("catalog", "inventory", "keys", "ledger", "orders", "settings", "webhooks")
+    __slots__ = (
+        "catalog", "inventory", "keys", "ledger", "orders", "payments", "settings", "topups",
+        "webhooks",
+    )  # fmt: skip
 
     def __init__(self, run: RunRead) -> None:
         self.keys = KeyReads(run)
@@ -144,3 +186,5 @@ class RepositoryReader:
         self.orders = OrderReads(run)
         self.settings = SettingsReads(run)
         self.webhooks = WebhookReads(run)
+        self.topups = TopupReads(run)
+        self.payments = PaymentReads(run)

@@ -34,6 +34,7 @@ from oneclickdz.server.store.rows import (
     order_row,
     transaction_row,
 )
+from oneclickdz.server.store.topup_repo import SqlPayments, SqlTopups
 from oneclickdz.server.store.webhook_repo import SqlWebhooks
 
 _HANDLING = OrderStatus.HANDLING.value  # inlined, so SQLite can use the partial index on it
@@ -456,7 +457,10 @@ class SqliteSettings:
 class SqliteTx:
     """The unit of work: every repository on the one connection of a write transaction."""
 
-    __slots__ = ("catalog", "inventory", "keys", "ledger", "orders", "settings", "webhooks")
+    __slots__ = (
+        "catalog", "inventory", "keys", "ledger", "orders", "payments", "settings", "topups",
+        "webhooks",
+    )  # fmt: skip
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.keys = SqliteKeys(conn)
@@ -466,3 +470,5 @@ class SqliteTx:
         self.orders = SqliteOrders(conn)
         self.settings = SqliteSettings(conn)
         self.webhooks = SqlWebhooks(conn)
+        self.topups = SqlTopups(conn)
+        self.payments = SqlPayments(conn)
