@@ -4,9 +4,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install browser demo test lint bench clean
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# The OCPay pay page's browser test drives Debian's Chromium through its chromedriver: installed
+# here when missing (as root, like CI). Without them that test fails in CI and skips elsewhere.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing chromium and chromium-driver (the pay page's browser test) from Debian's packages"; \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; } \
+	  || echo "warning: could not install chromium; the browser test needs it"; }
 
 # Re-install only when the project's metadata changed: `make install` is idempotent.
 $(STAMP): pyproject.toml
@@ -15,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[all]" --group dev
 	touch $(STAMP)
 
-demo: install
+demo: $(STAMP)  # the demo needs no browser: only the tests install one
 	$(BIN)/python -m oneclickdz demo
 
 # Two workers per core (pytest-xdist): each worker starts its own services and databases, and

@@ -13,9 +13,10 @@ import time
 import unicodedata
 from collections.abc import Sequence
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
-from oneclickdz.server import ledger, webhooks
+from oneclickdz.server import ledger, topups, webhooks
 from oneclickdz.server.auth import hash_key, key_hint, new_key
 from oneclickdz.server.catalog import load_catalog
 from oneclickdz.server.formats import now_iso, to_cents, to_decimal
@@ -28,6 +29,7 @@ from oneclickdz.server.store import (
     Env,
     Scope,
     Store,
+    TopupRecord,
     Tx,
 )
 from oneclickdz.server.vault import Vault
@@ -296,3 +298,14 @@ def replay_webhook(store: Store, event_id: str) -> int:
         return tx.webhooks.replay(event_id, time.time())
 
     return store.write_sync(run)
+
+
+def resolve_topup(store: Store, topup_id: str, fulfilled: bool) -> TopupRecord:
+    """Settle a mobile top-up left in UNKNOWN_ERROR: FULFILLED keeps the charge, REFUNDED gives
+    it back (REFUND-FLEXY)."""
+    try:
+        return store.write_sync(
+            partial(topups.resolve, topup_id=topup_id, fulfilled=fulfilled, now=now_iso())
+        )
+    except topups.NotResolvable as exc:
+        raise AdminError(str(exc)) from None

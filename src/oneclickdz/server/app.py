@@ -30,8 +30,9 @@ from oneclickdz.server.formats import now_iso
 from oneclickdz.server.logs import new_request_id, request_id
 from oneclickdz.server.metrics import ServiceMetrics
 from oneclickdz.server.openapi import with_reference
+from oneclickdz.server.paypage import PayPage
 from oneclickdz.server.protocol import Limits, error_body
-from oneclickdz.server.store import KeyRecord, StoreBusy
+from oneclickdz.server.store import KeyRecord, StoreBusy, TopupKind
 
 log = logging.getLogger("oneclickdz.server.app")
 
@@ -162,9 +163,73 @@ class Handlers:
         endpoint_id = request.path_params["id"]
         return success(await self.backend.rotate_webhook_secret(key, endpoint_id, body))
 
+    # Mobile top-ups and internet recharges.
+
+    async def mobile_plans(self, request: Request) -> Response:
+        await self.key(request)
+        return success(self.backend.topups.mobile_plans())
+
+    async def internet_products(self, request: Request) -> Response:
+        await self.key(request)
+        return success(self.backend.topups.internet_products(request.query_params))
+
+    async def internet_check_number(self, request: Request) -> Response:
+        await self.key(request)
+        return success(self.backend.topups.check_number(request.query_params))
+
+    def _topup_routes(self, kind: TopupKind) -> list[tuple[str, Handler, list[str], str]]:
+        """send, check-id, check-ref and list of one kind of top-up."""
+        prefix = "mobile" if kind is TopupKind.MOBILE else "internet"
+        topups = self.backend.topups
+
+        async def send(request: Request) -> Response:
+            key = await self.key(request, write=True)
+            return success(await topups.send(key, kind, await read_json(request, self.limits)))
+
+        async def check_id(request: Request) -> Response:
+            key = await self.key(request)
+            return success(await topups.check(key, kind, topup_id=request.path_params["id"]))
+
+        async def check_ref(request: Request) -> Response:
+            key = await self.key(request)
+            return success(await topups.check(key, kind, ref=request.path_params["ref"]))
+
+        async def list_topups(request: Request) -> Response:
+            key = await self.key(request)
+            return success(await topups.list(key, kind, request.query_params))
+
+        get, post = ["GET"], ["POST"]
+        return [
+            (f"/v3/{prefix}/check-id/{{id}}", check_id, get, f"{prefix}CheckId"),
+            (f"/v3/{prefix}/send", send, post, f"{prefix}Send"),
+            (f"/v3/{prefix}/check-ref/{{ref}}", check_ref, get, f"{prefix}CheckRef"),
+            (f"/v3/{prefix}/list", list_topups, get, f"{prefix}List"),
+        ]
+
+    async def not_implemented(self, request: Request) -> Response:
+        """A documented route this stand-in does not serve: 501, unlike an unknown path."""
+        raise ServiceError(
+            501, "NOT_IMPLEMENTED",
+            f"{request.method} {request.url.path} is documented by OneClickDZ but not served by "
+            "this stand-in (API v2 is deprecated: use /v3)",
+        )  # fmt: skip
+
+    # OCPay payment links (the payer's page is `paypage`, outside /v3).
+
+    async def create_link(self, request: Request) -> Response:
+        key = await self.key(request, write=True)
+        body = await read_json(request, self.limits)
+        base_url = str(request.base_url)  # as the client reached us: its Host, our scheme
+        return success(await self.backend.payments.create_link(key, body, base_url))
+
+    async def check_payment(self, request: Request) -> Response:
+        key = await self.key(request)
+        return success(await self.backend.payments.check_payment(key, request.path_params["ref"]))
+
     def routes(self) -> list[Route]:
         """The routes, the busiest first (Starlette tries them in order)."""
         get, post, delete = ["GET"], ["POST"], ["DELETE"]
+        mobile = self._topup_routes(TopupKind.MOBILE)
         table: list[tuple[str, Handler, list[str], str]] = [
             ("/v3/gift-cards/checkOrder/{order_id}", self.check_order, get, "checkOrder"),
             ("/v3/gift-cards/placeOrder", self.place_order, post, "placeOrder"),
@@ -183,11 +248,21 @@ class Handlers:
             ("/v3/gift-cards/check-order/{order_id}", self.check_order, get, "checkOrder"),
             ("/v3/gift-cards/place-order", self.place_order, post, "placeOrder"),
             ("/v3/gift-cards/check-product/{product_id}", self.check_product, get, "checkProduct"),
+            *mobile,
+            ("/v3/mobile/plans", self.mobile_plans, get, "mobilePlans"),
+            ("/v3/mobile/check/{id}", mobile[0][1], get, "mobileCheckId"),  # the changelog's
+            *self._topup_routes(TopupKind.INTERNET),
+            ("/v3/internet/products", self.internet_products, get, "internetProducts"),
+            ("/v3/internet/check-number", self.internet_check_number, get, "internetCheckNumber"),
+            ("/v3/ocpay/createLink", self.create_link, post, "createLink"),
+            ("/v3/ocpay/checkPayment/{ref}", self.check_payment, get, "checkPayment"),
+            ("/v2/{path:path}", self.not_implemented, ANY_METHOD, "notImplemented"),
         ]
         return [Route(path, fn, methods=m, name=name) for path, fn, m, name in table]
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 async def read_json(request: Request, limits: Limits, allow_empty: bool = False) -> Any:
@@ -296,8 +371,10 @@ def create_app(
     """The service as an ASGI app: routes, envelopes, request ids, faults when asked, and
     `/metrics` with every request counted when `metrics` is given."""
     body_limit = (limits or Limits()).max_body_bytes
+    api = with_reference(Handlers(backend, limits).routes(), max_body_bytes=body_limit)
+    pay_page = PayPage(backend.payments, backend.vault, limits).routes()  # no key, not /v3
     app = Starlette(
-        routes=with_reference(Handlers(backend, limits).routes(), max_body_bytes=body_limit),
+        routes=[*api, *pay_page],
         exception_handlers={
             ServiceError: _service_error,
             StoreBusy: _store_busy,

@@ -9,11 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
-import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -22,39 +19,18 @@ from oneclickdz.server.auth import Authenticator, masked_key
 from oneclickdz.server.chance import Chance
 from oneclickdz.server.dispatcher import Dispatcher
 from oneclickdz.server.errors import ServiceError, not_found, validation
-from oneclickdz.server.formats import iso, money, now_iso, object_id, parse_iso
+from oneclickdz.server.formats import iso, money, now_iso, object_id
 from oneclickdz.server.fulfilment import Fulfilment
-from oneclickdz.server.store import EndpointStatus, KeyRecord, OrderRecord, Store, TimeRange
+from oneclickdz.server.paging import parse_page
+from oneclickdz.server.payment_api import DEFAULT_TTL, PaymentApi
+from oneclickdz.server.store import EndpointStatus, KeyRecord, OrderRecord, Store
+from oneclickdz.server.topup_api import TopupApi
 from oneclickdz.server.vault import Vault
 
 log = logging.getLogger("oneclickdz.server.orders")
 
 FINAL_ORDER_CACHE = 20_000  # orders; their cards stay sealed in memory as on disk
-MAX_PAGE = 1_000_000  # beyond, an offset means nothing (and would overflow the database's integers)
-MAX_PAGE_SIZE = 100
 OPERATORS = {"mobilis": "up", "ooredoo": "up", "djezzy": "up", "mobilisFixedPlans": "up"}
-
-
-@dataclass(frozen=True)
-class Page:
-    number: int
-    size: int
-    window: TimeRange
-
-    @property
-    def offset(self) -> int:
-        return (self.number - 1) * self.size
-
-    def render(self, items: list[Any], total: int) -> dict[str, Any]:
-        return {
-            "items": items,
-            "pagination": {
-                "page": self.number,
-                "pageSize": self.size,
-                "totalPages": math.ceil(total / self.size),
-                "totalResults": total,
-            },
-        }
 
 
 class Backend:
@@ -70,6 +46,7 @@ class Backend:
         chance: Chance,
         fulfill_delay: tuple[float, float],
         dispatcher: Dispatcher,
+        payment_link_ttl: float = DEFAULT_TTL,
     ) -> None:
         self.store = store
         self.vault = vault
@@ -79,6 +56,8 @@ class Backend:
         self.chance = chance
         self.fulfill_delay = fulfill_delay
         self._final_orders: dict[str, tuple[OrderRecord, list[bytes]]] = {}
+        self.topups = TopupApi(store, vault, fulfilment, chance)
+        self.payments = PaymentApi(store, fulfilment.now, payment_link_ttl)
 
     # -- core --------------------------------------------------------------------------------
 
@@ -400,42 +379,3 @@ def _webhook_refusal(exc: webhooks.WebhookError, body: Any) -> ServiceError:
 
 def _unknown_endpoint(raw: str) -> ServiceError:
     return not_found(f"Webhook endpoint '{raw}' not found")
-
-
-def parse_page(query: Mapping[str, str], *, both_ends: bool) -> Page:
-    number = _int_param(query, "page", 1, 1, MAX_PAGE)
-    size = _int_param(query, "pageSize", 20, 1, MAX_PAGE_SIZE)
-    start, end = query.get("from"), query.get("to")
-    if both_ends and (start is None) != (end is None):
-        missing = "to" if end is None else "from"
-        raise validation(missing, None, "querystring must have both 'from' and 'to'")
-    window = TimeRange(_time_param("from", start), _time_param("to", end))
-    if window.start and window.end and window.start > window.end:
-        raise validation("from", start, "querystring/from must not be after 'to'")
-    return Page(number, size, window)
-
-
-_INTEGER = re.compile(r"[+-]?[0-9]+")
-
-
-def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = query.get(name)
-    if raw is None:
-        return default
-    if not _INTEGER.fullmatch(raw):  # ASCII digits only: not "1_000", " 5" or "٣"
-        raise validation(name, raw, f"querystring/{name} must be integer")
-    value = int(raw) if len(raw) <= 20 else (high + 1 if raw[0] != "-" else low - 1)
-    if value < low:
-        raise validation(name, raw, f"querystring/{name} must be >= {low}")
-    if value > high:
-        raise validation(name, raw, f"querystring/{name} must be <= {high}")
-    return value
-
-
-def _time_param(name: str, raw: str | None) -> str | None:
-    if raw is None:
-        return None
-    try:
-        return parse_iso(raw)
-    except ValueError:
-        raise validation(name, raw, f"querystring/{name} must be an ISO-8601 date-time") from None

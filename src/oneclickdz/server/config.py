@@ -51,6 +51,10 @@ class ServerConfig:
     redis_prefix: str = "oneclickdz"
     workers: int = 1  # service processes on the one port (1: no supervisor), 1..MAX_WORKERS
     fulfil_lease: float = 10.0  # seconds a process holds the orders it claimed for fulfilment
+    # Top-ups: every documented delay (PENDING 2-15 s, HANDLING 3-8 s or 3-45 s, QUEUED 12-48 h)
+    # multiplied by this factor (the demo shortens them; 1 keeps the documented ones).
+    topup_delay_scale: float = 1.0
+    payment_link_ttl: float = 1200.0  # seconds an OCPay link can be paid after its creation
     # Webhooks (see `dispatcher`): private and loopback receivers refused unless allowed.
     webhook_allow_private: bool = False
     webhook_concurrency: int = 32  # deliveries in flight per process

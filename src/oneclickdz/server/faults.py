@@ -35,7 +35,10 @@ log = logging.getLogger("oneclickdz.server.faults")
 ROUTE_NAMES = frozenset(
     {"ping", "validate", "balance", "transactions", "catalog", "checkProduct", "placeOrder",
      "checkOrder", "list",
-     "listWebhooks", "createWebhook", "deleteWebhook", "rotateWebhookSecret"}
+     "listWebhooks", "createWebhook", "deleteWebhook", "rotateWebhookSecret",
+     "mobilePlans", "mobileSend", "mobileCheckId", "mobileCheckRef", "mobileList",
+     "internetProducts", "internetCheckNumber", "internetSend", "internetCheckId",
+     "internetCheckRef", "internetList", "createLink", "checkPayment"}
 )  # fmt: skip
 FULFIL = "fulfil"  # not a route: fulfilment rounds (only `delay=S` applies)
 WEBHOOK = "webhook"  # not a route: webhook deliveries (`drop`, `delay=S`, `duplicate`)

@@ -1,4 +1,5 @@
-"""Fulfilment workers: turn HANDLING orders final when their persisted due time comes.
+"""Fulfilment workers: turn HANDLING orders final, and move top-ups along their lifecycle, when
+their persisted due time comes.
 
 The database is the queue. Every service process runs one worker that claims due orders with a
 lease (`Orders.claim_due`: `lease_owner`, `lease_until`) and finishes them; a process that dies
@@ -26,7 +27,7 @@ import uuid
 from collections.abc import Callable
 from functools import partial
 
-from oneclickdz.server import orders
+from oneclickdz.server import orders, topups
 from oneclickdz.server.formats import now_iso
 from oneclickdz.server.store import Store, Tx
 from oneclickdz.server.vault import Vault
@@ -39,8 +40,12 @@ POLL = 0.5  # seconds between looks for orders due from other processes
 RETRY_DELAY = 1.0  # seconds before the worker looks again after a failed round
 
 
-def _claim(tx: Tx, *, now: float, owner: str, until: float) -> list[str]:
-    return tx.orders.claim_due(now, owner, until, MAX_BATCH)
+def _claim(tx: Tx, *, now: float, owner: str, until: float) -> tuple[list[str], list[str]]:
+    """Due orders and due top-ups, leased to `owner`."""
+    return (
+        tx.orders.claim_due(now, owner, until, MAX_BATCH),
+        tx.topups.claim_due(now, owner, until, MAX_BATCH),
+    )
 
 
 class Fulfilment:
@@ -51,11 +56,14 @@ class Fulfilment:
         rng: random.Random,
         lease: float = DEFAULT_LEASE,
         owner: str | None = None,
+        topup_scale: float = 1.0,
     ) -> None:
         self._store = store
         self._vault = vault
         self._rng = rng
         self.lease = lease
+        self.topup_scale = topup_scale  # `serve --topup-delay-scale`
+        self._topup_rng = random.Random(rng.getrandbits(64))  # top-up delays and cards
         # Who holds a lease: unique per process run, readable by an operator.
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._wake = asyncio.Event()
@@ -91,7 +99,9 @@ class Fulfilment:
                 async with self._round:
                     await self._drain()
                 now = self.now()
-                due = await self._store.reader().orders.next_due(now)
+                reader = self._store.reader()
+                found = (await reader.orders.next_due(now), await reader.topups.next_due(now))
+                due = min((d for d in found if d is not None), default=None)
                 wait = POLL if due is None else min(POLL, max(0.0, due - now))
             except Exception:
                 log.exception("fulfilment round failed; retrying")
@@ -118,11 +128,15 @@ class Fulfilment:
         total = 0
         while True:
             now = self.now()
-            claimed = await self._store.write(
+            claimed, claimed_topups = await self._store.write(
                 partial(_claim, now=now, owner=self.owner, until=now + self.lease)
             )
-            if not claimed:
+            if not claimed and not claimed_topups:
                 return total
+            for topup_id in claimed_topups:
+                await self._step_topup(topup_id)
+            if not claimed:
+                continue
             total += len(claimed)
             if hold := self.stall():  # finished later, by a task of its own: rounds go on
                 task = asyncio.create_task(self._finish_claimed(claimed, hold))
@@ -144,6 +158,21 @@ class Fulfilment:
         # Seeds are drawn on the loop, in due order: a seeded run replays.
         seeds = [self._rng.getrandbits(64) for _ in order_ids]
         await asyncio.gather(*(self._finish(o, s) for o, s in zip(order_ids, seeds, strict=True)))
+
+    async def _step_topup(self, topup_id: str) -> None:
+        """Move a claimed top-up one step; a failure leaves it to be claimed again."""
+        try:
+            moved = await self._store.write(
+                partial(topups.step, vault=self._vault, topup_id=topup_id, now=now_iso(),
+                        at=self.now(), rng=self._topup_rng, scale=self.topup_scale)
+            )  # fmt: skip
+        except Exception:
+            log.exception("top-up step failed; retried when its lease ends",
+                          extra={"topupId": topup_id, "lease": self.lease})  # fmt: skip
+            return
+        if moved is not None:
+            log.info("top-up moved", extra={"topupId": moved.id, "kind": moved.kind.value,
+                                            "status": moved.status.value})  # fmt: skip
 
     async def _finish(self, order_id: str, code_seed: int) -> None:
         try:

@@ -26,9 +26,11 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from oneclickdz.server import orders, webhooks
-from oneclickdz.server.backend import GRACE_FIELD, MAX_PAGE, MAX_PAGE_SIZE
+from oneclickdz.server.backend import GRACE_FIELD
 from oneclickdz.server.catalog import PSN
 from oneclickdz.server.logs import request_id
+from oneclickdz.server.paging import MAX_PAGE, MAX_PAGE_SIZE
+from oneclickdz.server.store import EntryType
 
 Json = dict[str, Any]
 
@@ -37,7 +39,7 @@ OPENAPI_PATH = "/v3/openapi.json"
 DOCS_PATH = "/v3/docs"
 ASSETS_PATH = "/v3/docs/assets"
 ASSETS_DIR = Path(swagger_ui.__file__).parent / "static"
-DEFAULT_PAGE_SIZE = 20  # what `backend.parse_page` uses when pageSize is absent (a test pins it)
+DEFAULT_PAGE_SIZE = 20  # what `paging.parse_page` uses when pageSize is absent (a test pins it)
 MAX_ID_LENGTH = 200  # productId and typeId, as `backend.parse_place_order` bounds them
 
 SECURITY_SCHEME = "AccessToken"
@@ -115,7 +117,7 @@ _ORDER: Json = {
 _TRANSACTION: Json = _object(
     {
         "_id": _OBJECT_ID,
-        "type": {"enum": ["ORDER", "REFUND-ORDER", "DEPOSIT", "WITHDRAW"]},
+        "type": {"enum": [t.value for t in EntryType]},
         "operation": {"enum": ["CREDIT", "DEBIT"]},
         "amount": _MONEY,
         "oldBalance": _MONEY,
@@ -246,6 +248,10 @@ TAGS = {
     "core": "Health and the calling key.",
     "account": "Balance and its movements.",
     "gift-cards": "Catalog, orders and their cards.",
+    "mobile": "Mobile top-ups (flexy): plans, send, status.",
+    "internet": "Internet recharges (ADSL and 4G cards): products, send, status.",
+    "ocpay": "OCPay payment links: create one, its payer pays on a page of this service, "
+    "check its status.",
     "webhooks": "Signed order webhooks (Standard Webhooks), per key: push instead of poll. An "
     "extension of this service (`x-oneclickdz-extension`): not in OneClickDZ's real API, whose "
     "webhooks are announced but not offered yet.",
@@ -413,6 +419,7 @@ _ERRORS: dict[int, str] = {
     404: "Not found.",
     405: "Another method is expected on this path (see `Allow`).",
     408: "The request did not arrive in time (a limit on every connection).",
+    410: "Gone: the payment link expired before it was paid.",
     413: "The body is larger than {limit} bytes (a limit on every connection).",
     429: "Too many requests: retry after `Retry-After` seconds.",
     431: "The request's headers are too large or too many (a limit on every connection).",
@@ -534,6 +541,14 @@ def _success_response(spec: OperationSpec) -> Json:
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
 
 
+def _more_specs() -> Mapping[str, OperationSpec]:
+    """The specs kept in modules of their own (they build on this one's schemas)."""
+    from oneclickdz.server.openapi_ocpay import OCPAY_SPECS
+    from oneclickdz.server.openapi_topups import TOPUP_SPECS
+
+    return {**TOPUP_SPECS, **OCPAY_SPECS}
+
+
 class MissingSpec(LookupError):
     """A route the document cannot describe: building fails rather than document less."""
 
@@ -555,7 +570,7 @@ def _documented(routes: Iterable[BaseRoute]) -> list[_Documented]:
     for route in routes:
         if not isinstance(route, Route) or not route.path.startswith(API_PREFIX):
             continue  # mounts (the reference's assets) and routes outside the API (metrics)
-        spec = SPECS.get(route.name)
+        spec = SPECS.get(route.name) or _more_specs().get(route.name)
         if spec is None:
             raise MissingSpec(f"route {route.path} ({route.name!r}) has no OpenAPI spec")
         if spec.tag not in TAGS:

@@ -85,7 +85,10 @@ def build(config: ServerConfig, faults: FaultRules | None = None) -> tuple[ASGIA
     limits = open_limits(config, clock)  # an unreachable Redis: refused before the database
     store, vault = open_database(config.db_url, config.busy_timeout)
     authenticator = Authenticator(store, limits, clock=clock)
-    fulfilment = Fulfilment(store, vault, chance.codes, lease=config.fulfil_lease)
+    fulfilment = Fulfilment(
+        store, vault, chance.codes, lease=config.fulfil_lease,
+        topup_scale=config.topup_delay_scale,
+    )  # fmt: skip
     fulfilment.stall = partial(faults.fulfil_delay, chance.faults)
     dispatcher = Dispatcher(
         store, vault, chance.webhooks, allow_private=config.webhook_allow_private,
@@ -96,8 +99,9 @@ def build(config: ServerConfig, faults: FaultRules | None = None) -> tuple[ASGIA
     fulfilment.webhook_hold = dispatcher.hold
     fulfilment.on_event = dispatcher.handoff
     backend = Backend(
-        store, vault, authenticator, fulfilment, chance, config.fulfill_delay, dispatcher
-    )
+        store, vault, authenticator, fulfilment, chance, config.fulfill_delay, dispatcher,
+        payment_link_ttl=config.payment_link_ttl,
+    )  # fmt: skip
     metrics = ServiceMetrics(store, lambda: fulfilment.pending) if config.metrics else None
     if metrics is not None:
         authenticator.observe = metrics.auth_event

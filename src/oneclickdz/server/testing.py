@@ -193,6 +193,9 @@ class Service:
 MERCHANT_ACCOUNT = "merchant"
 MERCHANT_BALANCE = Decimal(1_000_000)  # DZD: enough for any test's orders
 FAST_FULFILMENT = (0.05, 0.2)  # seconds from placement to a final status
+# Top-ups 100 times faster than documented: a mobile top-up is final within 0.23 s, an internet
+# recharge within 0.45 s (a QUEUED one moves on after 7-29 minutes: `advance` the clock).
+FAST_TOPUPS = 0.01
 # Checks at the pace of the fast fulfilment; a wait that cannot end fails in seconds, not minutes.
 FAST_POLL = PollPolicy(interval=0.05, max_attempts=None, timeout=10.0)
 Card = tuple[str, str, str, str]  # productId, typeId, code, serial
@@ -234,6 +237,7 @@ class MerchantService:
         seed: int | None = None,
         rate_limit: int = 0,
         poll_policy: PollPolicy = FAST_POLL,
+        topup_delay_scale: float = FAST_TOPUPS,
     ) -> MerchantService:
         """Start the service on a free loopback port with a new database in `workdir`."""
         from oneclickdz.server.config import ServerConfig
@@ -251,6 +255,7 @@ class MerchantService:
             seed=seed,
             rate_limit=rate_limit,
             metrics=False,
+            topup_delay_scale=topup_delay_scale,
         )
         running = start_in_thread(config)
         try:
