@@ -1,4 +1,5 @@
-"""oneclickdz: a Python SDK for the OneClickDZ v3 gift-card API.
+"""oneclickdz: a Python SDK for the OneClickDZ v3 API: gift cards, mobile top-ups, internet
+recharges and OCPay payment links.
 
     from oneclickdz import Client
 
@@ -32,11 +33,14 @@ from .errors import (
     DuplicateRefError,
     InconsistentOrderError,
     InsufficientBalanceError,
+    InvalidInputError,
+    InvalidNumberError,
     InvalidRequestError,
     IPBlockedError,
     NotFoundError,
     OneClickDZError,
     OutOfStockError,
+    PaymentLinkExpiredError,
     PermissionDeniedError,
     PlacementUnknownError,
     PollTimeoutError,
@@ -64,7 +68,29 @@ from .models import (
     Transaction,
 )
 from .outcome import Outcome
+from .payment_models import (
+    FeeMode,
+    Payment,
+    PaymentLink,
+    PaymentStatus,
+    ProductInfo,
+    TransactionDetails,
+)
 from .polling import PollPolicy
+from .topup_models import (
+    InternetProduct,
+    InternetProducts,
+    InternetTopup,
+    InternetTopupStatus,
+    MobilePlan,
+    MobilePlans,
+    MobileTopup,
+    MobileTopupStatus,
+    NumberCheck,
+    SuggestedOffer,
+    TopupSent,
+)
+from .topup_outcome import TopupOutcome
 
 if TYPE_CHECKING:
     from ._aiohttp import AiohttpTransport
@@ -85,14 +111,26 @@ __all__ = [
     "Category",
     "Client",
     "DuplicateRefError",
+    "FeeMode",
     "HTTPXTransport",
     "Health",
     "IPBlockedError",
     "InconsistentOrderError",
     "InsufficientBalanceError",
+    "InternetProduct",
+    "InternetProducts",
+    "InternetTopup",
+    "InternetTopupStatus",
+    "InvalidInputError",
+    "InvalidNumberError",
     "InvalidRequestError",
     "KeyInfo",
+    "MobilePlan",
+    "MobilePlans",
+    "MobileTopup",
+    "MobileTopupStatus",
     "NotFoundError",
+    "NumberCheck",
     "OneClickDZError",
     "Order",
     "OrderStatus",
@@ -100,6 +138,10 @@ __all__ = [
     "Outcome",
     "Page",
     "Pagination",
+    "Payment",
+    "PaymentLink",
+    "PaymentLinkExpiredError",
+    "PaymentStatus",
     "PermissionDeniedError",
     "PlaceOrderRequest",
     "PlacedOrder",
@@ -107,13 +149,18 @@ __all__ = [
     "PollPolicy",
     "PollTimeoutError",
     "Product",
+    "ProductInfo",
     "ProductType",
     "RateLimitError",
     "Request",
     "Response",
     "ServerError",
+    "SuggestedOffer",
     "TokenInfo",
+    "TopupOutcome",
+    "TopupSent",
     "Transaction",
+    "TransactionDetails",
     "Transport",
     "UnexpectedResponseError",
     "__version__",

@@ -8,10 +8,12 @@ The retry rules live here and nowhere else:
   the server's `Retry-After` when it gives one (a `Retry-After` above 60 s is not waited for);
 - placeOrder always carries a ref (the caller's, or `auto-<uuid4 hex>` made up once per call by
   `_endpoints.place_order`), so it is retried like a read; if a retry meets DUPLICATED_REF after
-  an attempt that may have arrived, the existing order is returned instead of an error; when the
-  retries run out after an attempt that may have arrived, the failure becomes
-  `PlacementUnknownError` (its `request.ref` is the ref to place again with);
-- a call that is not safe to repeat (a placement without a ref, which the clients never send) is
+  an attempt that may have arrived, the existing order is returned instead of an error (the
+  call's `recover`); when the retries run out after an attempt that may have arrived, the failure
+  becomes `PlacementUnknownError` (its `request.ref` is the ref to place again with);
+- a top-up's send is a placement too: with a ref it is retried and recovered the same way
+  (DUPLICATED_REF's `details.topupId`);
+- a call that is not safe to repeat (a top-up sent without a ref: the server makes one up) is
   retried only when the failure proves the request never reached the server (connection
   refused, 429); any other failure that may have reached it becomes `PlacementUnknownError`.
 """
@@ -25,9 +27,9 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode
 
 import pydantic
@@ -38,21 +40,16 @@ from ._version import __version__
 from .errors import (
     APIConnectionError,
     APIError,
-    AuthenticationError,
     DuplicateRefError,
-    InsufficientBalanceError,
-    InvalidRequestError,
-    IPBlockedError,
-    NotFoundError,
     OneClickDZError,
-    OutOfStockError,
-    PermissionDeniedError,
+    Placement,
     PlacementUnknownError,
     RateLimitError,
     ServerError,
     UnexpectedResponseError,
 )
-from .models import APIModel, PlacedOrder, PlaceOrderRequest
+from .errors import error_class as error_class  # noqa: PLC0414 - re-exported (mapped in errors)
+from .models import APIModel
 
 logger = logging.getLogger("oneclickdz")
 
@@ -145,20 +142,27 @@ class Call(Generic[T]):
     decode: Callable[[Response], T]
     params: Mapping[str, str] | None = None
     body: Mapping[str, Any] | None = None
-    placement: PlaceOrderRequest | None = None
+    placement: Placement | None = None
     timeout: float | None = None
     max_retries: int | None = None
+    # A placement's answer rebuilt from the DUPLICATED_REF met by a retry (None: not recoverable).
+    recover: Callable[[DuplicateRefError], T | None] | None = None
 
     @property
     def repeatable(self) -> bool:
-        """Reads are; placeOrder is only with a ref (the server refuses a second use of it), which
-        `_endpoints.place_order` always gives it."""
+        """Reads are; a placement is only with a ref (the server refuses a second use of it),
+        which `_endpoints.place_order` always gives placeOrder."""
         return self.placement is None or self.placement.ref is not None
+
+
+def timed(call: Call[T], timeout: float | None) -> Call[T]:
+    """`call` with its own timeout, when one is given (the methods' `timeout=`)."""
+    return call if timeout is None else replace(call, timeout=timeout)
 
 
 @dataclass(frozen=True, slots=True)
 class Recovered(Generic[T]):
-    """A failure that turned out to be a success (placeOrder's DUPLICATED_REF after a retry)."""
+    """A failure that turned out to be a success (a placement's DUPLICATED_REF after a retry)."""
 
     value: T
 
@@ -211,23 +215,20 @@ class CallState(Generic[T]):
         if (
             placement is not None
             and placement.ref is not None
+            and call.recover is not None
             and isinstance(exc, DuplicateRefError)
             and self.may_have_arrived
-            and exc.order_id
         ):
-            logger.info(
-                "placeOrder recovered ref=%s order_id=%s request_id=%s",
-                placement.ref,
-                exc.order_id,
-                exc.request_id,
-            )
-            recovered = PlacedOrder(
-                order_id=exc.order_id,
-                order_ref=placement.ref,
-                recovered=True,
-                request_id=exc.request_id,
-            )
-            return cast(Recovered[T], Recovered(recovered))  # a placement call returns PlacedOrder
+            recovered = call.recover(exc)
+            if recovered is not None:
+                logger.info(
+                    "placement recovered operation=%s ref=%s id=%s request_id=%s",
+                    placement.operation,
+                    placement.ref,
+                    exc.order_id or exc.topup_id,
+                    exc.request_id,
+                )
+                return Recovered(recovered)
         arrived = may_have_arrived(exc)
         self.may_have_arrived = self.may_have_arrived or arrived
         delay = retry_delay(exc, self.attempt, self.max_retries)
@@ -316,48 +317,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 # --------------------------------------------------------------------------- error mapping
 
-_BY_CODE: dict[str, type[APIError]] = {
-    "MISSING_ACCESS_TOKEN": AuthenticationError,
-    "INVALID_ACCESS_TOKEN": AuthenticationError,
-    "ERR_AUTH": AuthenticationError,
-    "IP_BLOCKED": IPBlockedError,
-    "KEY_DISABLED": PermissionDeniedError,
-    "IP_NOT_ALLOWED": PermissionDeniedError,
-    "INSUFFICIENT_SCOPE": PermissionDeniedError,
-    "NOT_FOUND": NotFoundError,
-    "ERR_VALIDATION": InvalidRequestError,
-    "METHOD_NOT_ALLOWED": InvalidRequestError,
-    "PAYLOAD_TOO_LARGE": InvalidRequestError,
-    "INSUFFICIENT_BALANCE": InsufficientBalanceError,
-    "NO_BALANCE": InsufficientBalanceError,
-    "OUT_OF_STOCK": OutOfStockError,
-    "DUPLICATED_REF": DuplicateRefError,
-    "RATE_LIMIT_EXCEEDED": RateLimitError,
-    "INTERNAL_ERROR": ServerError,
-    "SERVICE_UNAVAILABLE": ServerError,
-}
-
-_BY_STATUS: dict[int, type[APIError]] = {
-    401: AuthenticationError,
-    403: PermissionDeniedError,
-    404: NotFoundError,
-    429: RateLimitError,
-}
-
 _MISSING_KEY_HINT = " (pass api_key= to the client or set ONECLICKDZ_API_KEY)"
-
-
-def error_class(status_code: int, code: str | None) -> type[APIError]:
-    """The error class for an answer: by the API's code first, else by the HTTP status."""
-    if code in _BY_CODE:
-        return _BY_CODE[code]
-    if status_code in _BY_STATUS:
-        return _BY_STATUS[status_code]
-    if status_code >= 500:
-        return ServerError
-    if 400 <= status_code < 500:
-        return InvalidRequestError
-    return APIError
 
 
 def error_from_response(response: Response, api_key: str | None = None) -> APIError:

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from ._base import Call, Envelope, decoder
 from ._transport import Response
+from .errors import DuplicateRefError
 from .models import (
     Balance,
     Catalog,
@@ -158,6 +159,19 @@ def auto_ref() -> str:
     return AUTO_REF_PREFIX + uuid.uuid4().hex
 
 
+def _recover_order(ref: str) -> Callable[[DuplicateRefError], PlacedOrder | None]:
+    """The order a retried placeOrder meets DUPLICATED_REF for: the one its lost attempt made."""
+
+    def recover(exc: DuplicateRefError) -> PlacedOrder | None:
+        if not exc.order_id:
+            return None
+        return PlacedOrder(
+            order_id=exc.order_id, order_ref=ref, recovered=True, request_id=exc.request_id
+        )
+
+    return recover
+
+
 def place_order(request: PlaceOrderRequest) -> Call[PlacedOrder]:
     """placeOrder; a request without a ref gets one from `auto_ref()` here, once per call, so
     every retry of the call sends the same ref (the Call, with its ref, lives for all attempts).
@@ -173,7 +187,12 @@ def place_order(request: PlaceOrderRequest) -> Call[PlacedOrder]:
     elif not isinstance(ref, str) or not ref:
         raise ValueError("ref must be a non-empty string (or None for an automatic one)")
     return Call(
-        "POST", "/gift-cards/placeOrder", _with_ref(ref), body=request.body(), placement=request
+        "POST",
+        "/gift-cards/placeOrder",
+        _with_ref(ref),
+        body=request.body(),
+        placement=request,
+        recover=_recover_order(ref),
     )
 
 

@@ -1,8 +1,10 @@
 # ruff: noqa: ASYNC109 - `timeout` is the HTTP timeout of one request, not a cancel scope
-"""`Client` and `AsyncClient`, with their resource groups `gift_cards` and `account`.
+"""`Client` and `AsyncClient`, with their resource groups `gift_cards` and `account` (and, from
+`topups`, `mobile`, `internet` and `ocpay`).
 
 Both drive the same `Call`s (`_endpoints`), the same retry state (`_base.CallState`) and the same
 wait bookkeeping (`polling.PollRun`); the only difference is how they send and how they sleep.
+Every wait, of an order, a top-up or a payment, is the client's one `_poll` loop.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import anyio
 
 from . import _endpoints as api
 from ._base import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, BaseClient, Call, Recovered
+from ._base import timed as _timed
 from ._endpoints import DateLike
 from ._transport import AsyncHTTPXTransport, AsyncTransport, HTTPXTransport, Transport
 from .errors import OneClickDZError
@@ -35,13 +38,15 @@ from .models import (
     Transaction,
 )
 from .outcome import Outcome
-from .polling import PollPolicy, PollRun
+from .polling import Pollable, PollPolicy, PollRun
+from .topups import AsyncInternet, AsyncMobile, AsyncOCPay, Internet, Mobile, OCPay
 
 __all__ = ["AsyncClient", "Client"]
 
 logger = logging.getLogger("oneclickdz")
 
 T = TypeVar("T")
+S = TypeVar("S", bound=Pollable)
 
 OnUpdate = Callable[[Order], object]
 AsyncOnUpdate = Callable[[Order], Awaitable[object] | object]
@@ -56,10 +61,6 @@ class _NotGiven:
 
 
 NOT_GIVEN: Any = _NotGiven()
-
-
-def _timed(call: Call[T], timeout: float | None) -> Call[T]:
-    return call if timeout is None else replace(call, timeout=timeout)
 
 
 def _placement(product_id: str, type_id: str, quantity: int, ref: str | None) -> PlaceOrderRequest:
@@ -109,6 +110,9 @@ class Client(BaseClient):
         self._owns_transport = True
         self.gift_cards = GiftCards(self)
         self.account = Account(self)
+        self.mobile = Mobile(self)
+        self.internet = Internet(self)
+        self.ocpay = OCPay(self)
 
     def with_options(
         self, *, timeout: float | None = NOT_GIVEN, max_retries: int | None = None
@@ -141,6 +145,35 @@ class Client(BaseClient):
                 if isinstance(step, Recovered):
                     return step.value
                 time.sleep(step)
+
+    def _poll(
+        self,
+        call: Call[S],
+        run: PollRun,
+        on_update: Callable[[S], object] | None = None,
+        on_check: Callable[[PollRun, S | OneClickDZError], object] | None = None,
+    ) -> S:
+        """Repeat `call` (a check) until what it reads is final; `run` keeps the count.
+
+        Transient failures use up a check and the wait goes on; any other error ends it at once.
+        """
+        call = replace(call, max_retries=0)  # the policy does the retrying
+        while True:
+            try:
+                state = self._request(call)
+            except OneClickDZError as exc:
+                run.record_error(exc)
+                if on_check is not None:
+                    on_check(run, exc)
+            else:
+                final = run.record(state)
+                if on_check is not None:
+                    on_check(run, state)
+                if on_update is not None:
+                    on_update(state)
+                if final:
+                    return state
+            time.sleep(run.next_delay())
 
     def close(self) -> None:
         """Close the connections (unless this client shares another's, see `with_options`)."""
@@ -245,23 +278,7 @@ class GiftCards:
         Raises PollTimeoutError (holding the last order seen) when the policy is used up.
         """
         run = PollRun(order_id, policy or self._client.poll_policy)
-        call = replace(api.check_order(order_id), max_retries=0)  # the policy does the retrying
-        while True:
-            try:
-                order = self._client._request(call)
-            except OneClickDZError as exc:
-                run.record_error(exc)
-                if on_check is not None:
-                    on_check(run, exc)
-            else:
-                final = run.record(order)
-                if on_check is not None:
-                    on_check(run, order)
-                if on_update is not None:
-                    on_update(order)
-                if final:
-                    return order
-            time.sleep(run.next_delay())
+        return self._client._poll(api.check_order(order_id), run, on_update, on_check)
 
     def process_order(
         self,
@@ -355,6 +372,9 @@ class AsyncClient(BaseClient):
         self._owns_transport = True
         self.gift_cards = AsyncGiftCards(self)
         self.account = AsyncAccount(self)
+        self.mobile = AsyncMobile(self)
+        self.internet = AsyncInternet(self)
+        self.ocpay = AsyncOCPay(self)
 
     def with_options(
         self, *, timeout: float | None = NOT_GIVEN, max_retries: int | None = None
@@ -387,6 +407,34 @@ class AsyncClient(BaseClient):
                 if isinstance(step, Recovered):
                     return step.value
                 await anyio.sleep(step)
+
+    async def _poll(
+        self,
+        call: Call[S],
+        run: PollRun,
+        on_update: Callable[[S], Awaitable[object] | object] | None = None,
+        on_check: Callable[[PollRun, S | OneClickDZError], object] | None = None,
+    ) -> S:
+        """See `Client._poll`; `on_update` may be a plain function or a coroutine function."""
+        call = replace(call, max_retries=0)
+        while True:
+            try:
+                state = await self._request(call)
+            except OneClickDZError as exc:
+                run.record_error(exc)
+                if on_check is not None:
+                    on_check(run, exc)
+            else:
+                final = run.record(state)
+                if on_check is not None:
+                    on_check(run, state)
+                if on_update is not None:
+                    result = on_update(state)
+                    if inspect.isawaitable(result):
+                        await result
+                if final:
+                    return state
+            await anyio.sleep(run.next_delay())
 
     async def close(self) -> None:
         """Close the connections (unless this client shares another's, see `with_options`)."""
@@ -476,25 +524,7 @@ class AsyncGiftCards:
     ) -> Order:
         """See `GiftCards.wait`; `on_update` may be a plain function or a coroutine function."""
         run = PollRun(order_id, policy or self._client.poll_policy)
-        call = replace(api.check_order(order_id), max_retries=0)
-        while True:
-            try:
-                order = await self._client._request(call)
-            except OneClickDZError as exc:
-                run.record_error(exc)
-                if on_check is not None:
-                    on_check(run, exc)
-            else:
-                final = run.record(order)
-                if on_check is not None:
-                    on_check(run, order)
-                if on_update is not None:
-                    result = on_update(order)
-                    if inspect.isawaitable(result):
-                        await result
-                if final:
-                    return order
-            await anyio.sleep(run.next_delay())
+        return await self._client._poll(api.check_order(order_id), run, on_update, on_check)
 
     async def process_order(
         self,

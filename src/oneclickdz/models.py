@@ -152,6 +152,19 @@ class PlaceOrderRequest:
     quantity: int
     ref: str | None = None
 
+    @property
+    def operation(self) -> str:
+        return "placeOrder"
+
+    @property
+    def listing(self) -> str:
+        return "list_orders()"
+
+    def describe(self) -> str:
+        return (
+            f"an order (product {self.product_id}, type {self.type_id}, quantity {self.quantity})"
+        )
+
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "productId": self.product_id,

@@ -1,10 +1,13 @@
-"""Waiting for an order to turn final: the PollPolicy and the bookkeeping of one wait.
+"""Waiting for an order, a top-up or a payment to turn final: the PollPolicy and the bookkeeping
+of one wait.
 
-`PollPolicy()` is the seed guide's schedule (a check every 5 s, 60 checks, about 5 minutes);
-`PollPolicy.docs_gift_cards()` the documentation's 10-minute cap for gift cards. Exponential
-backoff and jitter are opt-in. `PollRun` holds what the sync and async waits share: it counts the
-checks, keeps the last order seen, sorts failures into transient (the wait goes on) and fatal
-(raised at once), and says how long to pause next or raises `PollTimeoutError`.
+`PollPolicy()` is the seed guide's schedule (a check every 5 s, 60 checks, about 5 minutes), which
+is also the documented schedule of mobile and internet top-ups; `PollPolicy.docs_gift_cards()` the
+documentation's 10-minute cap for gift cards; `PollPolicy.docs_payments()` a payment link's life.
+Exponential backoff and jitter are opt-in. `PollRun` holds what the sync and async waits share:
+it counts the checks, keeps the last state seen, sorts failures into transient (the wait goes on)
+and fatal (raised at once), and says how long to pause next or raises `PollTimeoutError`. What it
+waits for is anything `Pollable`: each kind's model says which of its statuses are final.
 """
 
 from __future__ import annotations
@@ -14,12 +17,34 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from ._base import is_transient
 from .errors import OneClickDZError, PollTimeoutError, RateLimitError
-from .models import Order
 
-__all__ = ["PollPolicy", "PollRun", "next_pause"]
+__all__ = ["PollPolicy", "PollRun", "Pollable", "next_pause"]
+
+PAYMENT_LINK_LIFE = 20 * 60.0
+"""Seconds an OCPay link stays payable (documented)."""
+
+
+class Pollable(Protocol):
+    """What a wait reads on each check: an Order, a MobileTopup, an InternetTopup, a Payment."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def is_final(self) -> bool:
+        """Whether its status is one of its kind's final states (an unknown status is not)."""
+        ...
+
+    @property
+    def has_known_status(self) -> bool: ...
+
 
 logger = logging.getLogger("oneclickdz")
 
@@ -61,6 +86,18 @@ class PollPolicy:
     def docs_gift_cards(cls) -> PollPolicy:
         """The documentation's gift-card schedule: every 5 s for at most 10 minutes (120 checks)."""
         return cls(interval=5.0, max_attempts=120, timeout=600.0)
+
+    @classmethod
+    def docs_topups(cls) -> PollPolicy:
+        """The documentation's top-up schedule (mobile and internet): every 5 s, 60 checks, at
+        most 5 minutes."""
+        return cls(interval=5.0, max_attempts=60, timeout=300.0)
+
+    @classmethod
+    def docs_payments(cls) -> PollPolicy:
+        """Every 5 s for a payment link's whole life (20 minutes) and a minute more: by then it
+        is CONFIRMED, FAILED, or expired (410)."""
+        return cls(interval=5.0, max_attempts=None, timeout=PAYMENT_LINK_LIFE + 60.0)
 
     def delay(self, checks_done: int, rand: Callable[[], float] = random.random) -> float:
         """The pause after the `checks_done`-th check (1-based)."""
@@ -117,6 +154,8 @@ class PollRun:
         else:
             if run.record(order): return order
         sleep(run.next_delay())          # raises PollTimeoutError when used up
+
+    `noun` names what is waited for in messages ("order", "top-up", "payment").
     """
 
     def __init__(
@@ -126,11 +165,13 @@ class PollRun:
         *,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
+        noun: str = "order",
     ) -> None:
         self.order_id = order_id
         self.policy = policy
+        self.noun = noun
         self.attempts = 0
-        self.last_order: Order | None = None
+        self.last_order: Pollable | None = None
         self.last_error: OneClickDZError | None = None
         self._clock = clock
         self._rand = rand
@@ -141,8 +182,8 @@ class PollRun:
     def elapsed(self) -> float:
         return self._clock() - self._started
 
-    def record(self, order: Order) -> bool:
-        """Note a successful check; true when the order is final."""
+    def record(self, order: Pollable) -> bool:
+        """Note a successful check; true when what it read is final."""
         self.attempts += 1
         self.last_order = order
         self.last_error = None
@@ -187,6 +228,7 @@ class PollRun:
             attempts=self.attempts,
             elapsed=self.elapsed,
             last_error=self.last_error,
+            noun=self.noun,
         )
         if self.last_error is not None:
             error.__cause__ = self.last_error
