@@ -156,6 +156,8 @@ def test_exit_codes_are_the_documented_ones() -> None:
         "PLACEMENT_UNKNOWN": 8,
         "INCONSISTENT": 9,
         "CANNOT_LISTEN": 10,
+        "NEEDS_RESOLUTION": 11,
+        "QUEUED": 12,
     }
 
 

@@ -25,7 +25,7 @@ _USAGE = 2  # ExitCode.USAGE, which cannot be imported without typer
 
 def _load_app() -> Any:
     """The typer app with every command group registered (importing a group registers it)."""
-    from . import _account, _catalog, _demo, _orders, _service, _track  # noqa: F401
+    from . import _account, _catalog, _demo, _orders, _pay, _service, _topups, _track  # noqa: F401
     from ._app import app
 
     return app

@@ -78,12 +78,15 @@ def _asks_help(args: Sequence[str]) -> bool:
 SERVICE = "Service"
 ACCOUNT = "Account"
 GIFT_CARDS = "Gift cards"
+TOPUPS = "Mobile and internet top-ups"
+PAYMENTS = "Payment links (OCPay)"
 
 app = typer.Typer(
     name="oneclickdz",
     cls=CommandGroup,
-    help="OneClickDZ v3 gift-card API from a terminal: account, catalog and orders through the "
-    "SDK; the local API service and its admin commands; a demo of the whole system.\n\n"
+    help="OneClickDZ v3 API from a terminal: account, gift-card catalog and orders, mobile and "
+    "internet top-ups, OCPay payment links, through the SDK; the local API service and its admin "
+    "commands; a demo of the whole system.\n\n"
     "Global options work before or after the command: `oneclickdz balance --json`.",
     epilog=EXIT_CODES_HELP,
     no_args_is_help=True,

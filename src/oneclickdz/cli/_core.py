@@ -4,6 +4,7 @@ and the one place where a failure becomes a line on stderr (or a JSON document) 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import os
@@ -28,10 +29,12 @@ from oneclickdz import (
     OutOfStockError,
     Page,
     PlacementUnknownError,
+    PlaceOrderRequest,
     PollTimeoutError,
     UnexpectedResponseError,
 )
 from oneclickdz._redact import mask
+from oneclickdz.errors import InvalidInputError, InvalidNumberError
 
 try:  # typer >= 0.20 carries its own copy of click
     from typer._click.exceptions import ClickException
@@ -47,33 +50,37 @@ BASE_URL_ENV = "ONECLICKDZ_BASE_URL"
 class ExitCode(enum.IntEnum):
     """What `oneclickdz` exits with; scripts may rely on these."""
 
-    OK = 0  # success; an order that is FULFILLED
+    OK = 0  # success; an order or a top-up FULFILLED, a payment CONFIRMED
     INTERNAL = 1  # an unexpected failure inside the command (a bug: please report it)
     USAGE = 2  # bad usage: unknown command or option, invalid value, no API key, bad input file
     PARTIALLY_FILLED = 3  # the order ended PARTIALLY_FILLED: some cards, the rest refunded
-    REFUNDED = 4  # the order ended REFUNDED: no card, fully refunded
-    NOT_FINAL = 5  # the order is not final yet: a wait ran out (poll timeout), or still HANDLING
+    REFUNDED = 4  # an order or top-up ended REFUNDED, a payment FAILED: nothing moved in the end
+    NOT_FINAL = 5  # not final yet: a wait ran out (poll timeout), or still HANDLING/PENDING
     API_ERROR = 6  # the API answered with an error (bad key, not found, no balance, 5xx, ...)
     CONNECTION = 7  # no usable answer: refused, reset, timed out, or unreadable (truncated)
     PLACEMENT_UNKNOWN = 8  # placeOrder got no answer: the order may exist, reconcile first
     INCONSISTENT = 9  # a final order breaks its status's rules: nothing was handed out
     CANNOT_LISTEN = 10  # `serve` could not listen: the address is in use or not available
+    NEEDS_RESOLUTION = 11  # a mobile top-up ended UNKNOWN_ERROR: charged, resolved by hand later
+    QUEUED = 12  # an internet top-up is QUEUED: charged, processed within 12-48 h
 
 
 EXIT_CODES_HELP = """\
 **Exit codes**
 
-* 0 success (an order: FULFILLED)
+* 0 success (an order or a top-up: FULFILLED; a payment: CONFIRMED)
 * 1 unexpected internal failure
 * 2 bad usage (unknown option, invalid value, no API key)
 * 3 order PARTIALLY_FILLED
-* 4 order REFUNDED
-* 5 order not final yet (a wait timed out, or it is still HANDLING)
+* 4 order REFUNDED (a top-up: REFUNDED; a payment: FAILED or expired)
+* 5 order not final yet (a wait timed out, or it is still HANDLING or PENDING)
 * 6 API error (answered with an error: key, not found, balance, stock, 5xx)
 * 7 connection error (refused, reset, timeout, unreadable answer)
 * 8 placement outcome unknown: the order may exist, reconcile before buying again
 * 9 inconsistent order: the final order breaks its rules, nothing handed out
-* 10 `serve` cannot listen on its address (in use, or not available)"""
+* 10 `serve` cannot listen on its address (in use, or not available)
+* 11 mobile top-up UNKNOWN_ERROR: charged, needs resolution; do not resend, check it later
+* 12 internet top-up QUEUED: charged, processed within 12-48 h; check it again later"""
 
 
 class CliError(Exception):
@@ -209,6 +216,8 @@ def one_or_all_pages(
 def exit_code_of(exc: BaseException) -> ExitCode:
     if isinstance(exc, CliError):
         return exc.code
+    if isinstance(exc, InvalidInputError):
+        return ExitCode.USAGE  # the SDK refused the input before sending anything
     if isinstance(exc, PlacementUnknownError):
         return ExitCode.PLACEMENT_UNKNOWN
     if isinstance(exc, PollTimeoutError):
@@ -227,12 +236,27 @@ def exit_code_of(exc: BaseException) -> ExitCode:
 
 
 ORDER_ID_ATTR = "_oneclickdz_cli_order_id"
+RESUME_ATTR = "_oneclickdz_cli_resume"
+ORDER_WAIT = "oneclickdz order wait"
 
 
-def note_placed(exc: BaseException, order_id: str) -> None:
-    """Tell whoever reads the error that an order was placed before it happened."""
-    setattr(exc, ORDER_ID_ATTR, order_id)
-    exc.add_note(f"order {order_id} was placed; follow it with: oneclickdz order wait {order_id}")
+def note_placed(
+    exc: BaseException,
+    order_id: str,
+    *,
+    noun: str = "order",
+    follow: str = ORDER_WAIT,
+    key: str = "order_id",
+) -> None:
+    """Tell whoever reads the error that an order (a top-up: `noun`, `follow`, `key`) was placed
+    before it happened."""
+    setattr(exc, ORDER_ID_ATTR, (key, order_id))
+    exc.add_note(f"{noun} {order_id} was placed; follow it with: {follow} {order_id}")
+
+
+def note_resume(exc: BaseException, command: str) -> None:
+    """The command that picks up what a wait left (its hint instead of `order wait`)."""
+    setattr(exc, RESUME_ATTR, command)
 
 
 def _hint(exc: BaseException) -> str | None:
@@ -240,18 +264,24 @@ def _hint(exc: BaseException) -> str | None:
         return f"{exc.attempts_left} more invalid key(s) from this IP and it is blocked for a while"
     if isinstance(exc, InsufficientBalanceError) and exc.required is not None:
         return f"the order costs {exc.required} DZD, the balance is {exc.available} DZD"
+    if isinstance(exc, InvalidNumberError) and exc.reason:
+        return exc.reason
     if isinstance(exc, OutOfStockError) and exc.available is not None:
         return f"{exc.available} in stock"
     if isinstance(exc, DuplicateRefError) and exc.order_id:
         return f"order {exc.order_id} holds this ref: oneclickdz order check {exc.order_id}"
+    if isinstance(exc, DuplicateRefError) and exc.topup_id:
+        return f"top-up {exc.topup_id} holds this ref"
     if isinstance(exc, PollTimeoutError):
-        return f"it is not lost: oneclickdz order wait {exc.order_id}"
+        resume = getattr(exc, RESUME_ATTR, f"{ORDER_WAIT} {exc.order_id}")
+        return f"it is not lost: {resume}"
     if isinstance(exc, PlacementUnknownError) and exc.request.ref:
+        again = getattr(exc, RESUME_ATTR, None)
         r = exc.request
-        return (
-            f"to learn whether it exists, place it again with the same ref: oneclickdz order "
-            f"place {r.product_id} {r.type_id} {r.quantity} --ref {r.ref}"
-        )
+        if again is None and isinstance(r, PlaceOrderRequest):
+            again = f"oneclickdz order place {r.product_id} {r.type_id} {r.quantity} --ref {r.ref}"
+        if again is not None:
+            return f"to learn whether it exists, place it again with the same ref: {again}"
     return None
 
 
@@ -288,17 +318,21 @@ def error_document(exc: BaseException, code: ExitCode) -> dict[str, Any]:
         )
     elif isinstance(exc, PlacementUnknownError):
         r = exc.request
-        error["request"] = {
-            "product_id": r.product_id,
-            "type_id": r.type_id,
-            "quantity": r.quantity,
-            "ref": r.ref,
-        }
+        if isinstance(r, PlaceOrderRequest):
+            error["request"] = {
+                "product_id": r.product_id,
+                "type_id": r.type_id,
+                "quantity": r.quantity,
+                "ref": r.ref,
+            }
+        elif dataclasses.is_dataclass(r) and not isinstance(r, type):
+            error["request"] = dataclasses.asdict(r)  # a top-up's send: no secret in it
     elif isinstance(exc, InconsistentOrderError):
         error.update(order_id=exc.order.id, status=str(exc.order.status), problem=exc.problem)
     placed = getattr(exc, ORDER_ID_ATTR, None)
     if placed is not None:
-        error["order_id"] = placed
+        key, placed_id = placed
+        error[key] = placed_id
     hint = _hint(exc)
     if hint is not None:
         error["hint"] = hint
@@ -408,14 +442,15 @@ class RootGroup(TyperGroup):
 
 
 @contextmanager
-def interrupted_wait(order_id: str) -> Iterator[None]:
-    """Ctrl-C during a wait: say how to pick the order up again, exit 130."""
+def interrupted_wait(
+    order_id: str, *, noun: str = "order", follow: str = ORDER_WAIT
+) -> Iterator[None]:
+    """Ctrl-C during a wait: say how to pick the order (top-up, payment) up again, exit 130."""
     try:
         yield
     except KeyboardInterrupt:
         print(
-            f"\ninterrupted: order {order_id} is not lost; follow it with: "
-            f"oneclickdz order wait {order_id}",
+            f"\ninterrupted: {noun} {order_id} is not lost; follow it with: {follow} {order_id}",
             file=sys.stderr,
         )
         raise typer.Exit(130) from None

@@ -5,6 +5,10 @@ short fulfilment delays), creates a sandbox key holding 10,000 DZD, and through 
 AsyncClient runs the seed guide's scenarios at once: a normal order of 2 x type_001, TEST_PARTIAL x
 4 and TEST_REFUND x 2. It prints each outcome and the balance before and after, and exits 0 only if
 every order ended as the guide says and the balance moved by exactly what the outcomes charged.
+
+`demo --all` adds one of each other kind at the same time (`_demo_more`): a mobile top-up, an
+internet recharge, and a payment link paid on the service's pay page; the balance must then move
+by the charges less the payment's credit.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +32,7 @@ from oneclickdz import AsyncClient, OneClickDZError, OrderStatus, Outcome, PollP
 
 from ._app import SERVICE, app
 from ._core import ExitCode, JsonOption, Output, fail, settings
+from ._demo_more import TOPUP_DELAY_SCALE, Step, balance_terms, run_step, steps
 from ._render import money, money_text, order_json, outcome_json, outcome_text
 from ._waiting import Display, wait_for_async
 
@@ -89,10 +94,20 @@ class Run:
     after: Decimal
     results: list[Result]
     elapsed: float = 0.0
+    extras: list[Step] = field(default_factory=list)  # `demo --all`: the other kinds
 
     @property
     def charged(self) -> Decimal:
         return sum((r.outcome.amount_charged for r in self.results if r.outcome), Decimal(0))
+
+    @property
+    def moved(self) -> Decimal:
+        """What the other kinds moved on the balance (charges negative, credits positive)."""
+        return sum((x.change for x in self.extras if x.change is not None), Decimal(0))
+
+    def expected_after(self) -> Decimal:
+        charges = sum((sc.expected_cards() * self.price for sc in SCENARIOS), Decimal(0))
+        return START_BALANCE - charges + sum((x.expected_change for x in self.extras), Decimal(0))
 
 
 def problems(run: Run) -> list[str]:
@@ -115,13 +130,15 @@ def problems(run: Run) -> list[str]:
                 f"{outcome.delivered}, charged {outcome.amount_charged}, refunded "
                 f"{outcome.amount_refunded}"
             )
-    expected_after = START_BALANCE - sum(
-        (sc.expected_cards() * run.price for sc in SCENARIOS), Decimal(0)
-    )
-    if run.after != expected_after or run.after != run.before - run.charged:
+    for step in run.extras:
+        found.extend(step.problems())
+    expected_after = run.expected_after()
+    if run.after != expected_after or run.after != run.before - run.charged + run.moved:
+        sign = "-" if run.moved < 0 else "+"
+        moved = f" {sign} {abs(run.moved)} moved by the other kinds" if run.extras else ""
         found.append(
             f"balance after is {run.after}; expected {expected_after} "
-            f"(= {run.before} - {run.charged} charged)"
+            f"(= {run.before} - {run.charged} charged{moved})"
         )
     return found
 
@@ -175,7 +192,9 @@ async def _one(client: AsyncClient, sc: Scenario, display: Display) -> Result:
     return result
 
 
-async def _scenarios(base_url: str, key: str, display: Display, say: Callable[[str], None]) -> Run:
+async def _scenarios(
+    base_url: str, key: str, display: Display, say: Callable[[str], None], extras: list[Step]
+) -> Run:
     async with AsyncClient(key, base_url=base_url) as client:
         catalog = await client.gift_cards.catalog()
         product = await client.gift_cards.check_product(PRODUCT_ID)
@@ -196,17 +215,24 @@ async def _scenarios(base_url: str, key: str, display: Display, say: Callable[[s
         types = max(len(sc.type_id) for sc in SCENARIOS)
         for sc in SCENARIOS:
             say(f"  {sc.name:<{width}}  {sc.quantity} x {sc.type_id:<{types}}  {sc.about}")
+        if extras:
+            scale = f"1/{1 / TOPUP_DELAY_SCALE:g}"
+            say(f"and at once, one of each other kind (top-ups at {scale} of their delays):")
+            for step in extras:
+                say(f"  {step.name:<{width}}  {step.label}: {step.about}")
         with display:
-            results = await asyncio.gather(*(_one(client, sc, display) for sc in SCENARIOS))
+            results = await asyncio.gather(
+                *(_one(client, sc, display) for sc in SCENARIOS),
+                *(run_step(client, step, display, POLICY) for step in extras),
+            )
         after = (await client.account.balance()).balance
-    return Run(base_url, kind.price, before, after, list(results))
+    orders = [r for r in results if isinstance(r, Result)]
+    return Run(base_url, kind.price, before, after, orders, extras=extras)
 
 
 def _document(run: Run, found: list[str]) -> dict[str, Any]:
-    expected_after = run.before - sum(
-        (sc.expected_cards() * run.price for sc in SCENARIOS), Decimal(0)
-    )
-    return {
+    expected_after = run.expected_after()
+    document = {
         "service": run.base_url,
         "balance_before": money(run.before),
         "balance_after": money(run.after),
@@ -229,6 +255,9 @@ def _document(run: Run, found: list[str]) -> dict[str, Any]:
         "ok": not found,
         "elapsed": round(run.elapsed, 2),
     }
+    if run.extras:
+        document["steps"] = [step.json() for step in run.extras]
+    return document
 
 
 def _text(run: Run, found: list[str], out: Output) -> None:
@@ -239,18 +268,24 @@ def _text(run: Run, found: list[str], out: Output) -> None:
             out.lines(outcome_text(r.outcome, show_codes=False, hint=False))
         else:
             out.line(f"  failed: {r.error}")
+    for step in run.extras:
+        out.line()
+        out.line(f"{step.name} {step.label}: expected {step.expected}")
+        out.lines(step.lines if step.error is None else [*step.lines, f"  failed: {step.error}"])
     out.line()
     terms = " - ".join(
         f"{money_text(r.outcome.amount_charged if r.outcome else Decimal(0))} ({r.scenario.name})"
         for r in run.results
     )
+    terms += balance_terms(run.extras)
     out.line(f"balance before  {money_text(run.before)} DZD")
     out.line(f"balance after   {money_text(run.after)} DZD = {money_text(run.before)} - {terms}")
+    what = "every order" if not run.extras else "every order, top-up and payment"
     if found:
         out.line(f"demo FAILED after {run.elapsed:.1f} s:")
         out.lines([f"  {problem}" for problem in found])
     else:
-        out.line(f"demo passed in {run.elapsed:.1f} s: every order ended as the guide says")
+        out.line(f"demo passed in {run.elapsed:.1f} s: {what} ended as the guide says")
 
 
 @app.command(rich_help_panel=SERVICE)
@@ -259,6 +294,14 @@ def demo(
     seed: Annotated[
         int | None, typer.Option(help="Seed of the service's random choices (replays a run).")
     ] = None,
+    every_kind: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Also one of each other kind, at the same time: a mobile top-up, an internet "
+            "recharge, and a payment link paid on the service's pay page.",
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Start a local service and run the guide's orders through it, end to end (about 5 s).
@@ -267,6 +310,12 @@ def demo(
     a sandbox key holds 10,000 DZD. Three orders run at once: 2 x type_001 (FULFILLED),
     TEST_PARTIAL x 4 (PARTIALLY_FILLED) and TEST_REFUND x 2 (REFUNDED). Exits 0 when every
     outcome and the final balance (8,040.00 DZD) are as expected, 1 otherwise.
+
+    With --all (about 5 s too), at the same time: a mobile top-up (PREPAID_DJEZZY 1,000 DZD,
+    FULFILLED, 980.00 charged), an internet recharge (ADSL 1,000 DZD card, FULFILLED, 980.00),
+    and a payment link of 5,000 DZD paid on the service's pay page (CONFIRMED, 4,950.00
+    credited): the final balance is then 11,030.00 DZD. Top-ups run at 1/20 of their documented
+    delays.
     """
     s = settings(ctx, json_output=json_output)
     from oneclickdz.server.config import ServerConfig
@@ -274,7 +323,10 @@ def demo(
 
     started = time.monotonic()
     display = Display(sys.stdout, quiet=s.json)
-    display.label_width = max(len(sc.name) for sc in SCENARIOS)
+    extras = steps() if every_kind else []
+    display.label_width = max(
+        len(name) for name in [sc.name for sc in SCENARIOS] + [x.name for x in extras]
+    )
     say = display.print
     with tempfile.TemporaryDirectory(prefix="oneclickdz-demo-") as tmp:
         log_path = Path(tmp) / "service.log"
@@ -282,7 +334,13 @@ def demo(
             with service_logs(log_path):
                 db_url = f"sqlite:///{Path(tmp) / 'demo.db'}"
                 key = _sandbox_key(db_url)
-                config = ServerConfig(db_url=db_url, port=0, fulfill_delay=FULFILL_DELAY, seed=seed)
+                config = ServerConfig(
+                    db_url=db_url,
+                    port=0,
+                    fulfill_delay=FULFILL_DELAY,
+                    seed=seed,
+                    topup_delay_scale=TOPUP_DELAY_SCALE,
+                )
                 service = start_in_thread(config)
                 say(
                     f"service   {service.base_url} (in this process; temporary SQLite "
@@ -291,7 +349,7 @@ def demo(
                 deposited = money_text(START_BALANCE)
                 say(f"key       a new SANDBOX key, account 'demo', {deposited} DZD deposited")
                 try:
-                    run = asyncio.run(_scenarios(service.base_url, key, display, say))
+                    run = asyncio.run(_scenarios(service.base_url, key, display, say, extras))
                 finally:
                     service.stop()
             run.elapsed = time.monotonic() - started

@@ -277,6 +277,28 @@ def serve(
             rich_help_panel=WEBHOOKS,
         ),
     ] = "5,60,600,3600,21600,57600",
+    payment_link_ttl: Annotated[
+        float,
+        typer.Option(
+            envvar=_var("PAYMENT_LINK_TTL"),
+            metavar="SECONDS",
+            min=1,
+            max=30 * 86400,
+            help="Seconds an OCPay payment link can be paid after its creation; then "
+            "checkPayment answers 410 and its page says it expired.",
+        ),
+    ] = 1200.0,
+    topup_delay_scale: Annotated[
+        float,
+        typer.Option(
+            envvar=_var("TOPUP_DELAY_SCALE"),
+            metavar="FACTOR",
+            min=0,
+            max=100,
+            help="Multiplies every documented top-up delay (mobile PENDING 2-15 s and HANDLING "
+            "3-8 s, internet HANDLING 3-45 s, QUEUED 12-48 h): 0.01 for a quick demo.",
+        ),
+    ] = 1.0,
     json_output: JsonOption = False,
 ) -> None:
     """Run the OneClickDZ v3 gift-card API on HOST:PORT (JSON logs on stderr).
@@ -301,6 +323,7 @@ def serve(
         fulfil_lease=fulfil_lease, redis_url=redis, redis_prefix=redis_prefix,
         webhook_allow_private=webhook_allow_private, webhook_concurrency=webhook_concurrency,
         webhook_timeout=webhook_timeout, webhook_retries=retries,
+        payment_link_ttl=payment_link_ttl, topup_delay_scale=topup_delay_scale,
     )  # fmt: skip
     from oneclickdz.server.limits import LimitsUnavailable
     from oneclickdz.server.runtime import CannotListen
@@ -644,3 +667,27 @@ def webhook_replay(
         {"event": event, "deliveries": count},
         lambda out: out.line(f"{event}: {count} deliveries due now"),
     )
+
+
+@admin_app.command("resolve-topup")
+def resolve_topup(
+    ctx: typer.Context,
+    topup: Annotated[str, typer.Argument(help="The top-up id (topupId).")],
+    fulfilled: Annotated[
+        bool, typer.Option("--fulfilled", help="The credit arrived: the charge stands.")
+    ] = False,
+    refunded: Annotated[
+        bool, typer.Option("--refunded", help="It did not: the charge goes back.")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Settle a mobile top-up left in UNKNOWN_ERROR (it is never refunded by itself)."""
+    from oneclickdz.server import admin as ops
+
+    s = settings(ctx, json_output=json_output)
+    if fulfilled == refunded:
+        fail("give exactly one of --fulfilled or --refunded", ExitCode.USAGE)
+    with database(s) as (store, _):
+        done = ops.resolve_topup(store, topup, fulfilled)
+    data = {"topupId": done.id, "status": done.status.value}
+    s.emit(data, lambda out: out.line(f"{done.id}: {done.status.value}"))

@@ -76,15 +76,16 @@ WEBHOOK_SECRET_ENV = "ONECLICKDZ_WEBHOOK_SECRET"  # noqa: S105 - a variable's na
 NEEDS_ATTENTION = ExitCode.NOT_FINAL  # --until-idle ended with orders that need someone
 SIGINT_EXIT = 130  # Ctrl-C, as shells expect
 SIGTERM_EXIT = 143  # 128 + SIGTERM: stopped by a service manager
-ATTENTION_STATES = ("delivery_failed", "stuck", "needs_operator")  # RunSummary.ok
+ATTENTION_STATES = ("delivery_failed", "stuck", "needs_operator", "needs_resolution")  # .ok
 
 TRACK_EXIT_CODES = """\
 **Exit codes of `track`**
 
 * 0 success (`run --until-idle`: every order settled well)
 * 2 bad usage, bad input file or store, unknown ID, another `track run` holds the store
-* 5 `run --until-idle` left orders delivery_failed, stuck or needs_operator (rejected
-  intents are reported, not failed: nothing was bought); `reveal`: the order is not final yet
+* 5 `run --until-idle` left orders delivery_failed, stuck, needs_operator or needs_resolution
+  (rejected intents are reported, not failed: nothing was bought; queued recharges are on
+  their way); `reveal`: the order is not final yet
 * 130 `run` stopped by Ctrl-C; 143 stopped by SIGTERM (both after the calls in flight answered)"""
 
 track_app = typer.Typer(
@@ -483,8 +484,8 @@ class Snapshot:
 
 
 STATE_ORDER = (
-    "intent", "sent", "uncertain", "placed", "stuck", "final", "delivered", "delivery_failed",
-    "needs_operator", "rejected",
+    "intent", "sent", "uncertain", "placed", "stuck", "queued", "needs_resolution", "final",
+    "delivered", "delivery_failed", "needs_operator", "rejected",
 )  # fmt: skip
 CALL_KINDS = (("placeOrder", "calls.placeOrder"), ("checkOrder", "calls.checkOrder"),
               ("list", "calls.list"))  # fmt: skip
@@ -560,6 +561,7 @@ def _render(snap: Snapshot) -> RenderableType:
     from rich.text import Text
 
     styles = {"delivered": "green", "final": "cyan", "placed": "cyan", "stuck": "yellow",
+              "queued": "cyan", "needs_resolution": "yellow",
               "delivery_failed": "red", "needs_operator": "red", "rejected": "red"}  # fmt: skip
     shown = {k: n for k, n in snap.states.items() if n or k in ALWAYS_SHOWN}
     columns = [
@@ -577,6 +579,8 @@ def _render(snap: Snapshot) -> RenderableType:
 
 
 async def _snapshot(tracker: Tracker, base: Mapping[str, int], started: float) -> Snapshot:
+    from oneclickdz.tracker.stats import CALLS_PREFIX, PAYMENT_CALLS, TOPUP_CALLS
+
     counters = await tracker.store.counters()
     states = await tracker.store.state_counts()
 
@@ -584,9 +588,13 @@ async def _snapshot(tracker: Tracker, base: Mapping[str, int], started: float) -
         return counters.get(name, 0) - base.get(name, 0)
 
     calls_out, delivering = tracker.in_flight
+    calls = {kind: since(name) for kind, name in CALL_KINDS}
+    for endpoint in (*TOPUP_CALLS, *PAYMENT_CALLS):  # top-ups' and links' calls, once made
+        if n := since(CALLS_PREFIX + endpoint):
+            calls[endpoint] = n
     return Snapshot(
         states=_ordered(states),
-        calls={kind: since(name) for kind, name in CALL_KINDS},
+        calls=calls,
         throttled=since("throttled_429"),
         in_flight=calls_out,
         delivering=delivering,
@@ -965,7 +973,8 @@ def list_command(
         typer.Option(
             "--state",
             help="Only orders in this state (repeatable): intent, sent, uncertain, placed, "
-            "final, delivered, delivery_failed, needs_operator, rejected; `stuck`: the flag.",
+            "queued, needs_resolution, final, delivered, delivery_failed, needs_operator, "
+            "rejected; `stuck`: the flag.",
             show_default=False,
         ),
     ] = None,

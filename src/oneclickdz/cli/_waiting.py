@@ -1,7 +1,7 @@
-"""Following orders until they are final, with live progress.
+"""Following orders (top-ups, payments) until they are final, with live progress.
 
-The waits are the SDK's (`client.gift_cards.wait`); its `on_check` hands every check, failed ones
-included, with the run's progress, to the display.
+The waits are the SDK's (`client.gift_cards.wait`, `client.mobile.wait`, ...); their `on_check`
+hands every check, failed ones included, with the run's progress, to the display.
 
 On a terminal the display is a rich table updated in place: order id, status, attempt n/N,
 elapsed. Otherwise it prints plain lines: the first status, every change, every failed check,
@@ -11,8 +11,9 @@ and a reminder every 10 s while nothing changes. With `--json` it prints nothing
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar
 
 from oneclickdz import (
     APIError,
@@ -23,26 +24,40 @@ from oneclickdz import (
     OrderStatus,
     PollTimeoutError,
 )
-from oneclickdz.polling import PollPolicy, PollRun
+from oneclickdz.polling import Pollable, PollPolicy, PollRun
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
     from rich.progress import Progress, Task, TaskID
 
+T = TypeVar("T")
 HEARTBEAT = 10.0  # seconds between plain lines while the status does not change
 Mode = Literal["live", "plain", "off"]
+# The SDK's `on_check`: the run so far and what the check read (or the error that used it up).
+OnCheck = Callable[[PollRun, Any], object]
 
 _STYLES = {
+    "PENDING": "cyan",  # a top-up or a payment
     OrderStatus.HANDLING.value: "cyan",
     OrderStatus.FULFILLED.value: "green",
+    "CONFIRMED": "green",
     OrderStatus.PARTIALLY_FILLED.value: "yellow",
+    "QUEUED": "yellow",
+    "UNKNOWN_ERROR": "magenta",
     OrderStatus.REFUNDED.value: "red",
+    "FAILED": "red",
 }
 _MARKS = {
     OrderStatus.FULFILLED.value: "✓",
+    "CONFIRMED": "✓",
     OrderStatus.PARTIALLY_FILLED.value: "◐",
     OrderStatus.REFUNDED.value: "↺",
+    "FAILED": "✗",
+    "QUEUED": "…",
+    "UNKNOWN_ERROR": "?",
 }
+# What the status column says before the first check, by what is waited for.
+_BEFORE = {"order": "placed", "top-up": "sent", "payment": "created"}
 
 
 class Display:
@@ -70,7 +85,10 @@ class Display:
             self._progress.stop()
             self._progress = None
 
-    def follow(self, order_id: str, policy: PollPolicy, label: str = "") -> Row:
+    def follow(
+        self, order_id: str, policy: PollPolicy, label: str = "", noun: str = "order"
+    ) -> Row:
+        """A row for one wait; `noun` names what is waited for ("order", "top-up", "payment")."""
         task = None
         if self._progress is not None:
             task = self._progress.add_task(
@@ -78,11 +96,11 @@ class Display:
                 total=None,
                 label=label,
                 order_id=order_id,
-                status="placed",
+                status=_before(noun),
                 attempt=f"0/{_max(policy)}",
                 mark="",
             )
-        return Row(self, order_id, policy, label.ljust(self.label_width), task)
+        return Row(self, order_id, policy, label.ljust(self.label_width), task, noun)
 
     def print(self, text: str) -> None:
         """A line beside the progress (above the live table on a terminal)."""
@@ -104,9 +122,12 @@ class Row:
         policy: PollPolicy,
         label: str,
         task: TaskID | None,
+        noun: str = "order",
     ) -> None:
         self._display = display
         self._order_id = order_id
+        self._noun = noun
+        self._before = _before(noun)
         self._max = _max(policy)
         self._label = label
         self._task = task
@@ -114,15 +135,15 @@ class Row:
         self._shown_at = 0.0
         self._run: PollRun | None = None
 
-    def on_check(self, run: PollRun, result: Order | OneClickDZError) -> None:
-        """The SDK's `on_check`: one check of the wait, its order or its transient failure."""
+    def on_check(self, run: PollRun, result: Pollable | OneClickDZError) -> None:
+        """The SDK's `on_check`: one check of the wait, what it read or its transient failure."""
         self._run = run
         if isinstance(result, OneClickDZError):
             self.failed(run, result)
         else:
             self.checked(run, result)
 
-    def checked(self, run: PollRun, order: Order) -> None:
+    def checked(self, run: PollRun, order: Pollable) -> None:
         status = str(order.status)
         self._update(status, run)
         if status != self._shown or run.elapsed - self._shown_at >= HEARTBEAT:
@@ -133,7 +154,7 @@ class Row:
 
     def failed(self, run: PollRun, exc: OneClickDZError) -> None:
         reason = _reason(exc)
-        self._update(f"{self._shown or 'placed'}, {reason}, retrying", run)
+        self._update(f"{self._shown or self._before}, {reason}, retrying", run)
         self._line(
             f"check failed ({reason}), retrying (attempt {run.attempts}/{self._max}, "
             f"{run.elapsed:.1f} s)",
@@ -145,13 +166,13 @@ class Row:
         if run is None:  # the very first check ended the wait
             self._line(why, None)
         else:
-            self._update(f"{self._shown or 'placed'}, {why}", run)
+            self._update(f"{self._shown or self._before}, {why}", run)
             self._line(f"{why} (attempt {run.attempts}/{self._max}, {run.elapsed:.1f} s)", run)
         self._finish("✗")
 
     def _line(self, text: str, run: PollRun | None) -> None:
         if self._display.mode == "plain":
-            self._display.print(f"{self._label}  order {self._order_id}: {text}".lstrip())
+            self._display.print(f"{self._label}  {self._noun} {self._order_id}: {text}".lstrip())
             self._shown_at = run.elapsed if run is not None else 0.0
 
     def _update(self, status: str, run: PollRun) -> None:
@@ -164,6 +185,11 @@ class Row:
         if progress is not None and self._task is not None:
             progress.update(self._task, total=1, completed=1, mark=mark)
             progress.stop_task(self._task)
+
+
+def _before(noun: str) -> str:
+    """What a row says before its first check: placed (order), sent (top-up), created (link)."""
+    return _BEFORE.get(noun.rsplit(" ", 1)[-1], "placed")
 
 
 def _max(policy: PollPolicy) -> str:
@@ -189,6 +215,24 @@ async def wait_for_async(client: AsyncClient, order_id: str, policy: PollPolicy,
     """`wait_for` for an AsyncClient."""
     try:
         return await client.gift_cards.wait(order_id, policy=policy, on_check=row.on_check)
+    except BaseException as exc:
+        row.gave_up(_why(exc))
+        raise
+
+
+def watch(row: Row, wait: Callable[[OnCheck], T]) -> T:
+    """Run a wait of the SDK (`wait(on_check)`), showing every check on `row`."""
+    try:
+        return wait(row.on_check)
+    except BaseException as exc:
+        row.gave_up(_why(exc))
+        raise
+
+
+async def watch_async(row: Row, wait: Callable[[OnCheck], Awaitable[T]]) -> T:
+    """`watch` for an AsyncClient's wait."""
+    try:
+        return await wait(row.on_check)
     except BaseException as exc:
         row.gave_up(_why(exc))
         raise
