@@ -1,5 +1,8 @@
 """The order tracker: every order followed to a final state, its cards delivered once.
 
+Gift-card orders (`place`), mobile top-ups (`send_mobile`), internet recharges
+(`send_internet`) and OCPay payment links (`create_payment`) alike; see `tracker`.
+
     from oneclickdz import AsyncClient
     from oneclickdz.tracker import Tracker
 
@@ -16,7 +19,16 @@ Needs the `tracker` extra (`pip install "oneclickdz[tracker]"`: aiohttp and cryp
 from __future__ import annotations
 
 from .config import TrackerConfig
-from .model import Delivery, IntentSpec, State, TrackedOrder
+from .model import (
+    Delivery,
+    IntentSpec,
+    InternetSpec,
+    Kind,
+    MobileSpec,
+    PaymentSpec,
+    State,
+    TrackedOrder,
+)
 from .sealing import TrackerKeyError
 from .stats import Latency, RunSummary, TrackerStats
 from .store import (
@@ -35,8 +47,12 @@ __all__ = [
     "DuplicateOrderError",
     "Handler",
     "IntentSpec",
+    "InternetSpec",
+    "Kind",
     "Latency",
     "LeaseLostError",
+    "MobileSpec",
+    "PaymentSpec",
     "RunSummary",
     "RunnerActiveError",
     "State",

@@ -32,6 +32,18 @@ class TrackerConfig:
                        safety schedule
     safety_interval:   with webhooks, seconds between two checks of an order (instead of
                        `interval`): a lost webhook delays an order by at most this much
+    resolution_interval: seconds between two checks of a mobile top-up in UNKNOWN_ERROR
+                       (`needs_resolution`), until the API's operator settles it
+    queued_interval:   seconds between two checks of a QUEUED internet recharge (`queued`),
+                       which ends FULFILLED or REFUNDED within 12-48 h
+    payment_deadline:  seconds after a payment link's creation before it is flagged stuck: a
+                       link lives 20 minutes, then checkPayment answers 410 (FAILED)
+    create_grace:      seconds a payment intent may wait for its link (`create_payment` in
+                       progress) before a runner calls it abandoned (the creating process
+                       stopped before storing the link's ref: no payer ever had that link)
+
+    Top-ups and payment links are checked every `interval` (there are no webhooks for them),
+    top-ups up to `deadline`, links up to `payment_deadline`, then every `stuck_interval`.
     """
 
     rate_per_minute: float | None = 600.0
@@ -50,6 +62,10 @@ class TrackerConfig:
     flush_interval: float = 0.05
     webhooks: bool = False
     safety_interval: float = 60.0
+    resolution_interval: float = 3600.0
+    queued_interval: float = 3600.0
+    payment_deadline: float = 1260.0
+    create_grace: float = 300.0
 
     def __post_init__(self) -> None:
         if self.check_mode not in ("auto", "check", "sweep"):
@@ -60,6 +76,12 @@ class TrackerConfig:
             raise ValueError("interval, deadline and stuck_interval must be > 0")
         if self.safety_interval <= 0:
             raise ValueError("safety_interval must be > 0")
+        slow = (self.resolution_interval, self.queued_interval, self.payment_deadline)
+        if min(slow) <= 0 or self.create_grace <= 0:
+            raise ValueError(
+                "resolution_interval, queued_interval, payment_deadline and create_grace "
+                "must be > 0"
+            )
 
     @property
     def poll_interval(self) -> float:
@@ -68,7 +90,27 @@ class TrackerConfig:
 
     @property
     def policy(self) -> PollPolicy:
+        """The checks of a gift-card order (`poll_interval` apart, up to `deadline`)."""
         every = self.poll_interval
         return PollPolicy(
             interval=every, max_attempts=None, timeout=self.deadline, max_interval=max(60.0, every)
+        )
+
+    @property
+    def topup_policy(self) -> PollPolicy:
+        """The checks of a top-up: every `interval`, up to `deadline` (no webhooks for them)."""
+        every = self.interval
+        return PollPolicy(
+            interval=every, max_attempts=None, timeout=self.deadline, max_interval=max(60.0, every)
+        )
+
+    @property
+    def payment_policy(self) -> PollPolicy:
+        """The checks of a payment link: every `interval`, up to `payment_deadline`."""
+        every = self.interval
+        return PollPolicy(
+            interval=every,
+            max_attempts=None,
+            timeout=self.payment_deadline,
+            max_interval=max(60.0, every),
         )

@@ -13,6 +13,9 @@ which survives the death of this process at once and loses at most the last frac
 second if the database server itself crashes — recovered by asking the API again or by
 delivering again with the same delivery key.
 
+The schema is versioned (`tracker_schema_version`); opening the store applies the migrations it
+lacks, under an advisory lock (version 2: `kind`, `params`, `details` and the states of top-ups).
+
 Tables are prefixed `tracker_`, so the store may share a database with other schemas. The key
 that seals the cards is not kept beside a database: `$ONECLICKDZ_TRACKER_KEY`, or a key file
 named by `$ONECLICKDZ_TRACKER_KEY_FILE` (see `sealing`).
@@ -33,7 +36,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from .model import State, TrackedOrder
+from .model import Kind, State, TrackedOrder
 from .store import LeaseLostError, TrackerStore, TxEffect
 
 __all__ = ["LEASE_ENV", "PostgresTrackerStore", "TxConnection"]
@@ -52,21 +55,25 @@ _COLUMNS = (
     "order_time", "status", "fulfilled_quantity", "price_per_card", "amount_charged",
     "amount_refunded", "sealed_cards", "sent_at", "placed_at", "final_at", "delivered_at",
     "attempts", "started_at", "next_at", "deadline", "stuck", "delivery_attempts", "last_error",
-    "adopted",
+    "adopted", "kind", "params", "details",
 )  # fmt: skip
-# What changes after the insert (not the id, ref, meta, creation time or adoption flag).
+# What changes after the insert (not the id, ref, meta, creation time, adoption flag or kind).
 _MUTABLE = (
     "product_id", "type_id", "quantity", "state", "order_id", "order_time", "status",
     "fulfilled_quantity", "price_per_card", "amount_charged", "amount_refunded", "sealed_cards",
     "sent_at", "placed_at", "final_at", "delivered_at", "attempts", "started_at", "next_at",
-    "deadline", "stuck", "delivery_attempts", "last_error",
+    "deadline", "stuck", "delivery_attempts", "last_error", "params", "details",
 )  # fmt: skip
+_JSON = ("meta", "params", "details")
 _LIST = ", ".join(_COLUMNS)
 _SELECT = f"SELECT {_LIST} FROM tracker_orders"
 _INSERT = f"INSERT INTO tracker_orders ({_LIST}) VALUES ({', '.join(f'%({c})s' for c in _COLUMNS)})"
 _SETTLED = [s.value for s in State if s.settled]
 _OPEN = "state NOT IN ('delivered', 'delivery_failed', 'needs_operator', 'rejected')"
 assert sorted(_SETTLED) == sorted(_OPEN.split("'")[1::2])
+_SLOW = "state NOT IN ('needs_resolution', 'queued')"  # followed at their own slow pace
+assert sorted(s.value for s in State if s.slow) == sorted(_SLOW.split("'")[1::2])
+_TO_PLACE = [s.value for s in State if s.to_place]
 # A runner writes a row only while it holds its lease; a delivered row is never written back.
 _SAVE = (
     f"UPDATE tracker_orders SET {', '.join(f'{c} = %({c})s' for c in _MUTABLE)}, "
@@ -80,6 +87,26 @@ _MARK = (
     "lease_owner = NULL, lease_until = NULL "
     "WHERE id = %(id)s AND lease_owner = %(owner)s RETURNING id"
 )
+# A row changed outside the run (a payment link just created): whoever holds the lease, only
+# while the row is still unplaced; the holder reloads it when it comes due.
+_PUBLISH = (
+    f"UPDATE tracker_orders SET {', '.join(f'{c} = %({c})s' for c in _MUTABLE)} "
+    f"WHERE id = %(id)s AND state = ANY(%(to_place)s) RETURNING id"
+)
+# The states each schema version allows (a migration's text never changes once released).
+_STATES_V1 = (
+    "intent", "sent", "uncertain", "placed", "final", "delivered", "delivery_failed",
+    "needs_operator", "rejected",
+)  # fmt: skip
+_STATES_V2 = (*_STATES_V1, "needs_resolution", "queued")
+assert sorted(_STATES_V2) == sorted(s.value for s in State)
+_KINDS_V2 = ("gift_card", "mobile", "internet", "payment")
+assert sorted(_KINDS_V2) == sorted(k.value for k in Kind)
+
+
+def _in(values: Sequence[str]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
 
 _MIGRATIONS: list[tuple[int, list[str]]] = [
     (
@@ -93,7 +120,7 @@ _MIGRATIONS: list[tuple[int, list[str]]] = [
                 type_id text,
                 quantity integer,
                 meta jsonb NOT NULL,
-                state text NOT NULL CHECK (state IN ({", ".join(f"'{s.value}'" for s in State)})),
+                state text NOT NULL CHECK (state IN ({_in(_STATES_V1)})),
                 created_at double precision NOT NULL,
                 order_id text UNIQUE,
                 order_time double precision,
@@ -126,21 +153,37 @@ _MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE TABLE tracker_settings (name text PRIMARY KEY, value bytea NOT NULL)",
         ],
     ),
+    (
+        2,
+        [
+            f"""ALTER TABLE tracker_orders
+                ADD COLUMN kind text NOT NULL DEFAULT 'gift_card'
+                    CHECK (kind IN ({_in(_KINDS_V2)})),
+                ADD COLUMN params jsonb NOT NULL DEFAULT '{{}}',
+                ADD COLUMN details jsonb NOT NULL DEFAULT '{{}}'""",
+            "ALTER TABLE tracker_orders DROP CONSTRAINT tracker_orders_state_check",
+            f"ALTER TABLE tracker_orders ADD CONSTRAINT tracker_orders_state_check "
+            f"CHECK (state IN ({_in(_STATES_V2)}))",
+        ],
+    ),
 ]
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
 
 def _params(o: TrackedOrder) -> dict[str, Any]:
-    """The row's columns as query parameters (meta as jsonb)."""
+    """The row's columns as query parameters (meta, params and details as jsonb)."""
     params = {c: getattr(o, c) for c in _COLUMNS}
-    params["meta"] = Jsonb(o.meta)
+    for name in _JSON:
+        params[name] = Jsonb(params[name])
     params["state"] = o.state.value
+    params["kind"] = o.kind.value
     return params
 
 
 def _order(row: Sequence[Any]) -> TrackedOrder:
     values = dict(zip(_COLUMNS, row, strict=True))
     values["state"] = State(values["state"])
+    values["kind"] = Kind(values["kind"])
     return TrackedOrder(**values)
 
 
@@ -306,7 +349,16 @@ class PostgresTrackerStore(TrackerStore):
     def _save_params(self, o: TrackedOrder) -> dict[str, Any]:
         params = {c: getattr(o, c) for c in (*_MUTABLE, "id")}
         params.update(state=o.state.value, settled=o.state.settled, owner=self.owner)
+        params.update(params=Jsonb(o.params), details=Jsonb(o.details))
         return params
+
+    async def publish(self, order: TrackedOrder) -> bool:
+        params = self._save_params(order)
+        params["to_place"] = _TO_PLACE
+        async with self._write, self._p.connection() as conn, conn.transaction():
+            written = await self._each(conn, _PUBLISH, [params])
+            await self._bump(conn)
+        return bool(written)
 
     def _mark_params(self, o: TrackedOrder) -> dict[str, Any]:
         return {
@@ -395,7 +447,7 @@ class PostgresTrackerStore(TrackerStore):
         skip = "" if delivers else " AND state <> 'final'"
         async with self._p.connection() as conn:
             cur = await conn.execute(
-                f"SELECT COUNT(*) FROM tracker_orders WHERE {_OPEN}{skip} "
+                f"SELECT COUNT(*) FROM tracker_orders WHERE {_OPEN}{skip} AND {_SLOW} "
                 "AND NOT (state = 'placed' AND stuck) AND lease_owner IS DISTINCT FROM %s",
                 (self.owner,),
             )

@@ -1,5 +1,8 @@
 """Card codes at rest: sealed with AES-256-GCM under the merchant's own key.
 
+What is sealed: a gift-card order's cards, and an internet recharge's card code (one `Card`
+whose value is the code, `seal_code`). Nothing else the tracker keeps is a secret.
+
 The key comes from `ONECLICKDZ_TRACKER_KEY` (64 hex characters or base64), else from the key
 file `ONECLICKDZ_TRACKER_KEY_FILE` names, else from a key file beside a SQLite store; a key
 file is created on first use with mode 0600, as the service's vault does. A PostgreSQL store
@@ -75,6 +78,10 @@ class CardSealer:
                 "the tracker key does not open these cards (wrong key, or the row was altered)"
             ) from None
         return tuple(Card(value=value, serial=serial) for value, serial in json.loads(plain))
+
+    def seal_code(self, code: str, context: str) -> bytes:
+        """An internet recharge's card code, sealed as one card (`open` gives it back)."""
+        return self.seal([Card(value=code)], context)
 
     def check_token(self) -> bytes:
         nonce = os.urandom(_NONCE)

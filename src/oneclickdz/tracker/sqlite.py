@@ -7,6 +7,9 @@ process at once, and a power failure can only roll it back to a state the tracke
 by asking the API again (the same ref, the same order's cards) or by delivering again with the
 same delivery key. An fsync per delivery would cost more CPU than the rest of an order's life.
 
+The schema carries its version in `PRAGMA user_version`; opening an older file migrates it in
+place (version 2 added `kind`, `params` and `details`, for top-ups and payment links).
+
 One connection, used from the tracker's event loop: each method is one short transaction
 (`BEGIN IMMEDIATE`), batched by the caller. Other processes (`oneclickdz track place`, `track
 retry`) may write to the same file at the same time; SQLite's lock serialises them, and they
@@ -27,7 +30,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
-from .model import State, TrackedOrder
+from .model import Kind, State, TrackedOrder
 from .store import DuplicateOrderError, RunnerActiveError, TrackerStore, TxEffect
 
 __all__ = ["SQLiteTrackerStore"]
@@ -37,7 +40,7 @@ _COLUMNS = (
     "order_time", "status", "fulfilled_quantity", "price_per_card", "amount_charged",
     "amount_refunded", "sealed_cards", "sent_at", "placed_at", "final_at", "delivered_at",
     "attempts", "started_at", "next_at", "deadline", "stuck", "delivery_attempts", "last_error",
-    "adopted",
+    "adopted", "kind", "params", "details",
 )  # fmt: skip
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM orders"
 _INSERT = f"INSERT INTO orders ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
@@ -46,10 +49,16 @@ _MUTABLE = (
     "product_id", "type_id", "quantity", "state", "order_id", "order_time", "status",
     "fulfilled_quantity", "price_per_card", "amount_charged", "amount_refunded", "sealed_cards",
     "sent_at", "placed_at", "final_at", "delivered_at", "attempts", "started_at", "next_at",
-    "deadline", "stuck", "delivery_attempts", "last_error",
+    "deadline", "stuck", "delivery_attempts", "last_error", "params", "details",
 )  # fmt: skip
 _SAVE = f"UPDATE orders SET {', '.join(f'{c} = ?' for c in _MUTABLE)} WHERE id = ?"
 _SETTLED = tuple(s.value for s in State if s.settled)
+_TO_PLACE = tuple(s.value for s in State if s.to_place)
+# A row written from outside the run (a payment link just created): only while still unplaced.
+_PUBLISH = _SAVE.removesuffix("WHERE id = ?") + (
+    f"WHERE id = ? AND state IN ({', '.join('?' for _ in _TO_PLACE)})"
+)
+SCHEMA_VERSION = 2
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS orders (
@@ -80,12 +89,40 @@ _SCHEMA = [
         stuck INTEGER NOT NULL,
         delivery_attempts INTEGER NOT NULL,
         last_error TEXT,
-        adopted INTEGER NOT NULL
+        adopted INTEGER NOT NULL,
+        kind TEXT NOT NULL DEFAULT 'gift_card',
+        params TEXT NOT NULL DEFAULT '{}',
+        details TEXT NOT NULL DEFAULT '{}'
     )""",
     "CREATE INDEX IF NOT EXISTS orders_by_state ON orders (state, created_at)",
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
 ]
+
+# Columns added since version 1 (a file made before them gets them, with these defaults).
+_ADDED = [
+    ("kind", "TEXT NOT NULL DEFAULT 'gift_card'"),
+    ("params", "TEXT NOT NULL DEFAULT '{}'"),
+    ("details", "TEXT NOT NULL DEFAULT '{}'"),
+]
+
+
+def _migrate(c: sqlite3.Connection) -> None:
+    """Create the schema, or bring an older file's up to `SCHEMA_VERSION` (in a transaction)."""
+    version = int(c.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"the tracker store's schema is version {version}, newer than this oneclickdz "
+            f"knows ({SCHEMA_VERSION}): upgrade oneclickdz"
+        )
+    for statement in _SCHEMA:
+        c.execute(statement)
+    have = {row[1] for row in c.execute("PRAGMA table_info(orders)")}
+    for column, definition in _ADDED:
+        if column not in have:
+            c.execute(f"ALTER TABLE orders ADD COLUMN {column} {definition}")
+    if version != SCHEMA_VERSION:
+        c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _dec(value: str | None) -> Decimal | None:
@@ -102,7 +139,7 @@ def _row(order: TrackedOrder) -> tuple[Any, ...]:
         None if o.amount_refunded is None else str(o.amount_refunded),
         o.sealed_cards, o.sent_at, o.placed_at, o.final_at, o.delivered_at, o.attempts,
         o.started_at, o.next_at, o.deadline, int(o.stuck), o.delivery_attempts, o.last_error,
-        int(o.adopted),
+        int(o.adopted), o.kind.value, json.dumps(o.params), json.dumps(o.details),
     )  # fmt: skip
 
 
@@ -115,7 +152,7 @@ def _changes(o: TrackedOrder) -> tuple[Any, ...]:
         None if o.amount_refunded is None else str(o.amount_refunded),
         o.sealed_cards, o.sent_at, o.placed_at, o.final_at, o.delivered_at, o.attempts,
         o.started_at, o.next_at, o.deadline, int(o.stuck), o.delivery_attempts, o.last_error,
-        o.id,
+        json.dumps(o.params), json.dumps(o.details), o.id,
     )  # fmt: skip
 
 
@@ -134,7 +171,7 @@ def _order(row: Sequence[Any]) -> TrackedOrder:
         id_, ref, product_id, type_id, quantity, meta, state, created_at, order_id, order_time,
         status, fulfilled_quantity, price, charged, refunded, sealed, sent_at, placed_at,
         final_at, delivered_at, attempts, started_at, next_at, deadline, stuck,
-        delivery_attempts, last_error, adopted,
+        delivery_attempts, last_error, adopted, kind, params, details,
     ) = row  # fmt: skip
     return TrackedOrder(
         id=id_, ref=ref, product_id=product_id, type_id=type_id, quantity=quantity,
@@ -144,7 +181,8 @@ def _order(row: Sequence[Any]) -> TrackedOrder:
         sealed_cards=sealed, sent_at=sent_at, placed_at=placed_at, final_at=final_at,
         delivered_at=delivered_at, attempts=attempts, started_at=started_at, next_at=next_at,
         deadline=deadline, stuck=bool(stuck), delivery_attempts=delivery_attempts,
-        last_error=last_error, adopted=bool(adopted),
+        last_error=last_error, adopted=bool(adopted), kind=Kind(kind), params=json.loads(params),
+        details=json.loads(details),
     )  # fmt: skip
 
 
@@ -183,9 +221,13 @@ class SQLiteTrackerStore(TrackerStore):
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA wal_autocheckpoint = 10000")  # fewer, larger checkpoints
         self._conn = conn
-        with self._tx():
-            for statement in _SCHEMA:
-                conn.execute(statement)
+        try:
+            with self._tx():
+                _migrate(conn)
+        except BaseException:
+            conn.close()
+            self._conn = None
+            raise
         os.chmod(self.path, 0o600)
 
     async def close(self) -> None:
@@ -263,6 +305,13 @@ class SQLiteTrackerStore(TrackerStore):
                         list(counters.items()),
                     )
         return set()  # one runner per store: nothing is ever taken over
+
+    async def publish(self, order: TrackedOrder) -> bool:
+        async with self._tx_lock:
+            with self._tx(fsync=True) as c:
+                written = c.execute(_PUBLISH, (*_changes(order), *_TO_PLACE)).rowcount
+                self._bump(c)
+        return written == 1
 
     async def deliver(self, order: TrackedOrder, effect: TxEffect | None = None) -> None:
         async with self._tx_lock:

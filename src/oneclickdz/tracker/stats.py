@@ -13,6 +13,15 @@ __all__ = ["Latency", "RunSummary", "TrackerStats"]
 CALLS_PLACE = "calls.placeOrder"
 CALLS_CHECK = "calls.checkOrder"
 CALLS_LIST = "calls.list"
+# Top-ups and payment links: one counter per endpoint, `calls.<endpoint>` (e.g.
+# `calls.mobile/send`); `stats().api_calls` shows those that were called, by endpoint name.
+CALLS_PREFIX = "calls."
+TOPUP_CALLS = tuple(
+    f"{kind}/{call}"
+    for kind in ("mobile", "internet")
+    for call in ("send", "check-id", "check-ref")
+)
+PAYMENT_CALLS = ("ocpay/createLink", "ocpay/checkPayment")
 THROTTLED = "throttled_429"
 CHECKED_BY_SWEEP = "checked.by_sweep"
 CHECKED_BY_CHECK = "checked.by_checkOrder"
@@ -39,13 +48,15 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        """Nothing failed delivery, is stuck or needs an operator.
+        """Nothing failed delivery, is stuck or needs an operator (ours, or the API's: a mobile
+        top-up in UNKNOWN_ERROR). A QUEUED internet recharge is on its way, not a failure.
 
         Rejected intents (the API refused them: nothing was bought) are counted in `states` but
         are a final answer, not a failure to act on.
         """
         return not any(
-            self.states.get(name, 0) for name in ("delivery_failed", "stuck", "needs_operator")
+            self.states.get(name, 0)
+            for name in ("delivery_failed", "stuck", "needs_operator", "needs_resolution")
         )
 
 

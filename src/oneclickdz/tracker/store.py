@@ -48,7 +48,11 @@ class LeaseLostError(Exception):
 
 
 class TrackerStore(abc.ABC):
-    """The tracker's durable state: one row per intent (or adopted order), plus counters."""
+    """The tracker's durable state: one row per intent (or adopted operation), plus counters.
+
+    A row is a gift-card order, a mobile top-up, an internet recharge or a payment link (its
+    `kind`); every engine stores what `TrackedOrder` holds, and migrates older schemas on open.
+    """
 
     url: str
     # False: one runner per store (acquire_runner). True: several runners at once, each open
@@ -97,6 +101,15 @@ class TrackerStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def publish(self, order: TrackedOrder) -> bool:
+        """Write a row that was changed outside the run (a payment link just created for its
+        intent, or refused), fsynced, and bump the revision so that a running tracker sees it.
+
+        Written only while the stored row is still to be placed (whoever holds its lease: the
+        runner that holds it reloads it when it comes due); False when it was not.
+        """
+
+    @abc.abstractmethod
     async def deliver(self, order: TrackedOrder, effect: TxEffect | None = None) -> None:
         """Mark `order` delivered (its state, delivered_at, last_error and delivery attempts)
         after running `effect` in the same transaction.
@@ -124,7 +137,8 @@ class TrackerStore(abc.ABC):
         return set()
 
     async def pending_elsewhere(self, delivers: bool) -> int:
-        """Open rows (not stuck) that other runners hold: 0 when the store is not shared."""
+        """Open rows (not stuck, not followed slowly) that other runners hold: 0 when the store
+        is not shared."""
         return 0
 
     @abc.abstractmethod

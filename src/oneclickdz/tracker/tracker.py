@@ -1,5 +1,15 @@
 """The Tracker: places intents, follows every open order to a final state, delivers it once.
 
+Every kind alike: gift-card orders (`place`), mobile top-ups (`send_mobile`), internet
+recharges (`send_internet`) and OCPay payment links (`create_payment`) share the store, the
+heaps, the rate budget and the delivery workers; each row's `kind` picks its calls. A top-up
+is sent with the intent's ref, so a lost answer is resolved by sending it again (DUPLICATED_REF
+names it) or by `check-ref`. A payment link has no ref until createLink answers: its intent is
+written, the link created at once, and its ref stored before `create_payment` returns the URL.
+A top-up in UNKNOWN_ERROR (`needs_resolution`) or QUEUED (`queued`) is checked on a slow
+schedule and delivered once, when it ends FULFILLED or REFUNDED. Sweeps and webhook hints are
+for gift-card orders only (no list window or webhook covers the other kinds).
+
 One asyncio loop dispatches every API call; there is no task or thread per order. Each order
 waits in a heap by the wall-clock time its next step is due (placement, check or delivery). A
 call goes out only when the key's rate budget has a token and fewer than `max_in_flight` calls
@@ -39,7 +49,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self
@@ -54,30 +64,49 @@ from oneclickdz.errors import (
     InconsistentOrderError,
     NotFoundError,
     OneClickDZError,
+    PaymentLinkExpiredError,
     PermissionDeniedError,
     PlacementUnknownError,
     RateLimitError,
 )
 from oneclickdz.models import Card, Order
 from oneclickdz.outcome import Outcome
-from oneclickdz.polling import next_pause
+from oneclickdz.payment_models import FeeMode, Payment
+from oneclickdz.polling import PollPolicy, next_pause
+from oneclickdz.topup_models import InternetTopup, MobileTopup, TopupSent
+from oneclickdz.topup_outcome import TopupOutcome
+from oneclickdz.topups import AsyncInternet, AsyncMobile
 
 from .budget import RateBudget
 from .config import TrackerConfig
-from .model import Delivery, IntentSpec, MetaValue, State, TrackedOrder
+from .model import (
+    Delivery,
+    IntentSpec,
+    InternetSpec,
+    Kind,
+    MetaValue,
+    MobileSpec,
+    PaymentSpec,
+    Spec,
+    State,
+    TrackedOrder,
+)
 from .sealing import CardSealer, load_key
 from .stats import (
     CALLS_CHECK,
     CALLS_LIST,
     CALLS_PLACE,
+    CALLS_PREFIX,
     CHECKED_BY_CHECK,
     CHECKED_BY_SWEEP,
     HANDLER_CALLS,
     HANDLER_FAILURES,
+    PAYMENT_CALLS,
     SWEEP_MISSES,
     SWEEPS,
     SWEEPS_ABANDONED,
     THROTTLED,
+    TOPUP_CALLS,
     WEBHOOKS_DUPLICATE,
     WEBHOOKS_HINTED,
     WEBHOOKS_IGNORED,
@@ -174,6 +203,9 @@ class Tracker:
         self.tx_handler = tx_handler
         self.config = config or TrackerConfig()
         self._policy = self.config.policy
+        self._topup_policy = self.config.topup_policy
+        self._payment_policy = self.config.payment_policy
+        self._creating: set[str] = set()  # payment intents whose link this process is creating
         self._key = key
         self._sealer: CardSealer | None = None
         self._opened = False
@@ -282,45 +314,129 @@ class Tracker:
         """Write one intent (on disk when this returns); `run()` places it."""
         return (await self.place_many([IntentSpec(product_id, type_id, quantity, meta or {})]))[0]
 
-    async def place_many(self, specs: Iterable[IntentSpec]) -> list[TrackedOrder]:
-        """Write many intents in one transaction: all of them or none."""
+    async def send_mobile(
+        self,
+        plan_code: str,
+        msisdn: str,
+        amount: int | None = None,
+        *,
+        meta: Mapping[str, MetaValue] | None = None,
+    ) -> TrackedOrder:
+        """Write one mobile top-up's intent (on disk when this returns); `run()` sends it with
+        the intent's ref and follows it (`amount`: for dynamic plans)."""
+        return (await self.place_many([MobileSpec(plan_code, msisdn, amount, meta or {})]))[0]
+
+    async def send_internet(
+        self,
+        type: str,
+        number: str,
+        value: int,
+        *,
+        meta: Mapping[str, MetaValue] | None = None,
+    ) -> TrackedOrder:
+        """Write one internet recharge's intent (ADSL or 4G); `run()` sends it and follows it."""
+        return (await self.place_many([InternetSpec(type, number, value, meta or {})]))[0]
+
+    async def place_many(self, specs: Iterable[Spec]) -> list[TrackedOrder]:
+        """Write many intents (gift-card orders, top-ups) in one transaction: all or none."""
         self._checked_open()
         now = _now()
-        rows = []
-        for spec in specs:
-            intent_id = _new_id()
-            rows.append(
-                TrackedOrder(
-                    id=intent_id,
-                    ref=f"oct-{intent_id[4:]}",
-                    product_id=spec.product_id,
-                    type_id=spec.type_id,
-                    quantity=spec.quantity,
-                    meta=dict(spec.meta),
-                    state=State.INTENT,
-                    created_at=now,
-                    next_at=now,
-                )
-            )
+        rows = [_intent_row(spec, now) for spec in specs]
         await self.store.insert(rows)
         for row in rows:
-            log.info("intent written id=%s ref=%s quantity=%d", row.id, row.ref, row.quantity)
+            log.info("intent written id=%s kind=%s ref=%s", row.id, row.kind.value, row.ref)
             self._take(row)
         return rows
 
-    async def track(
-        self, order_id: str, *, meta: Mapping[str, MetaValue] | None = None
+    async def create_payment(
+        self,
+        title: str,
+        amount: int,
+        *,
+        description: str | None = None,
+        fee_mode: FeeMode | str = FeeMode.NO_FEE,
+        success_message: str | None = None,
+        redirect_url: str | None = None,
+        meta: Mapping[str, MetaValue] | None = None,
     ) -> TrackedOrder:
-        """Adopt an order placed elsewhere; returns the existing row if it is already tracked."""
+        """Create an OCPay payment link now and track it; returns the row, whose `payment_url`
+        goes to the payer. The payment is delivered once it is CONFIRMED or FAILED (or expired).
+
+        The intent is on disk before createLink is sent, and the link's ref before this returns:
+        a crash in between leaves an intent that a runner closes as rejected after
+        `create_grace` (the link, if it was made, was never shown to a payer: it expires). A
+        refused or unanswered createLink is raised here (the row is rejected): create again.
+        """
+        self._checked_open()
+        spec = PaymentSpec(
+            title, amount, description, str(fee_mode), success_message, redirect_url, meta or {}
+        )
+        now = _now()
+        row = _intent_row(spec, now)
+        row.next_at = now + self.config.create_grace  # a runner leaves it to this call till then
+        await self.store.insert([row])
+        log.info("intent written id=%s kind=payment", row.id)
+        self._creating.add(row.id)
+        try:
+            await self._spend_token()
+            self._count(CALLS_PREFIX + "ocpay/createLink")
+            row.sent_at = _now()
+            row.state = State.SENT
+            row.attempts = 1
+            try:
+                link = await self.client.ocpay.create_link(
+                    spec.title, spec.amount, spec.description, spec.fee_mode,
+                    spec.success_message, spec.redirect_url,
+                    timeout=self.config.create_grace / 2,
+                )  # fmt: skip
+            except OneClickDZError as exc:
+                self._note_throttle(exc)
+                row.state = State.REJECTED
+                row.last_error = _describe(exc)
+                await self.store.publish(row)
+                log.warning("payment link refused id=%s reason=%s", row.id, row.last_error)
+                raise
+            deadline = self._deadline_of(row.kind)
+            _mark_placed(row, link.payment_ref, _now(), deadline, self.config.interval)
+            row.details = {"payment_url": link.payment_url}
+            if not await self.store.publish(row):
+                raise RuntimeError(
+                    f"payment intent {row.id} was closed while its link was being created "
+                    f"(it took longer than create_grace): link {link.payment_ref} is not tracked"
+                )
+        finally:
+            self._creating.discard(row.id)
+        log.info("payment link created id=%s ref=%s", row.id, row.order_id)
+        held = self._orders.get(row.id)  # the running tracker loaded the intent meanwhile
+        if held is None:
+            self._take(row)
+            return row
+        _copy_into(held, row)
+        self._registered(held)
+        self._queue(held)
+        self._wake.set()
+        return held
+
+    async def track(
+        self,
+        order_id: str,
+        *,
+        kind: Kind | str = Kind.GIFT_CARD,
+        meta: Mapping[str, MetaValue] | None = None,
+    ) -> TrackedOrder:
+        """Adopt an operation made elsewhere: a gift-card order's id, a top-up's id (`kind`
+        "mobile" or "internet") or a payment link's ref ("payment"). Returns the existing row if
+        it is already tracked."""
         self._checked_open()
         if not isinstance(order_id, str) or not order_id.strip():
             raise ValueError("order_id must be a non-empty string")
+        kind = Kind(kind)
         now = _now()
         row = TrackedOrder(
             id=_new_id(), ref=None, product_id=None, type_id=None, quantity=None,
             meta=dict(meta or {}), state=State.PLACED, created_at=now, order_id=order_id,
-            placed_at=now, started_at=now, next_at=now, deadline=now + self.config.deadline,
-            adopted=True,
+            placed_at=now, started_at=now, next_at=now, deadline=now + self._deadline_of(kind),
+            adopted=True, kind=kind,
         )  # fmt: skip
         try:
             await self.store.insert([row])
@@ -328,7 +444,7 @@ class Tracker:
             existing = await self.store.get(order_id)
             assert existing is not None
             return existing
-        log.info("order adopted id=%s order_id=%s", row.id, order_id)
+        log.info("order adopted id=%s kind=%s order_id=%s", row.id, kind.value, order_id)
         self._take(row)
         return row
 
@@ -340,9 +456,13 @@ class Tracker:
         return await self.store.get(ident)
 
     async def orders(
-        self, state: State | str | Collection[State] | None = None, *, stuck: bool | None = None
+        self,
+        state: State | str | Collection[State] | None = None,
+        *,
+        stuck: bool | None = None,
+        kind: Kind | str | None = None,
     ) -> list[TrackedOrder]:
-        """Tracked orders, oldest first; `state` filters (one state or several)."""
+        """Tracked orders, oldest first; `state` filters (one state or several), `kind` too."""
         self._checked_open()
         states: Collection[State] | None
         if state is None:
@@ -351,7 +471,11 @@ class Tracker:
             states = [State(state)]
         else:
             states = list(state)
-        return await self.store.select(states, stuck=stuck)
+        rows = await self.store.select(states, stuck=stuck)
+        if kind is not None:
+            wanted = Kind(kind)
+            rows = [row for row in rows if row.kind is wanted]
+        return rows
 
     async def reveal(self, ident: str) -> tuple[Card, ...]:
         """The cards of a final order, in clear. Logged (without the codes)."""
@@ -391,6 +515,9 @@ class Tracker:
             "checkOrder": counters.get(CALLS_CHECK, 0),
             "list": counters.get(CALLS_LIST, 0),
         }
+        for name in (*TOPUP_CALLS, *PAYMENT_CALLS):  # the other kinds' calls, once made
+            if counters.get(CALLS_PREFIX + name):
+                calls[name] = counters[CALLS_PREFIX + name]
         return TrackerStats(
             states=states,
             api_calls=calls,
@@ -424,7 +551,7 @@ class Tracker:
             self._count(WEBHOOKS_IGNORED)
             log.debug("hint for an order not held here order_id=%s", order_id)
             return False
-        if order.state is not State.PLACED:
+        if order.state is not State.PLACED or order.kind is not Kind.GIFT_CARD:
             self._count(WEBHOOKS_IGNORED)
             return False
         self._count(WEBHOOKS_HINTED)
@@ -588,13 +715,17 @@ class Tracker:
         if order.state.settled:
             return
         self._orders[order.id] = order
-        if order.order_id is not None:
-            self._by_order_id[order.order_id] = order
+        self._registered(order)
         if order.state is State.FINAL:  # every admitted row is on disk as it is
             self._durable_final.add(order.id)
         self._take_early_hint(order)
         self._queue(order)
         self._wake.set()
+
+    def _registered(self, order: TrackedOrder) -> None:
+        """Index a held row by its order id (top-up id, link ref), once it has one."""
+        if order.order_id is not None:
+            self._by_order_id[order.order_id] = order
 
     def _take_early_hint(self, order: TrackedOrder) -> None:
         """A placed order now held here was hinted before it was: check it at once."""
@@ -616,7 +747,7 @@ class Tracker:
         if order.state is State.FINAL:
             heapq.heappush(self._deliver_heap, entry)
             self._deliver_wake.set()
-        elif order.state is State.PLACED:
+        elif order.state.followed:
             heapq.heappush(self._check_heap, entry)
         elif order.state.to_place:
             heapq.heappush(self._place_heap, entry)
@@ -691,7 +822,7 @@ class Tracker:
                 order.next_at == due
                 and order.id not in self._busy
                 and order.id in self._orders
-                and (order.state.to_place if placing else order.state is State.PLACED)
+                and (order.state.to_place if placing else order.state.followed)
             )
             if current:
                 return order
@@ -728,7 +859,7 @@ class Tracker:
             order = None
         if order is not None and order.next_at <= now:
             self._checks_in_row += 1
-            if sweep is None and order.id not in self._force_check:
+            if sweep is None and order.kind is Kind.GIFT_CARD and order.id not in self._force_check:
                 planned = self._plan_sweep(now)
                 if planned is not None:
                     self._sweep = planned
@@ -756,6 +887,7 @@ class Tracker:
             order_id: o
             for order_id, o in self._by_order_id.items()
             if o.state is State.PLACED
+            and o.kind is Kind.GIFT_CARD
             and not o.stuck
             and o.next_at <= horizon
             and o.id not in self._busy
@@ -794,24 +926,31 @@ class Tracker:
             self._count(THROTTLED)
 
     async def _place(self, order: TrackedOrder) -> None:
+        if order.kind is Kind.PAYMENT:
+            await self._place_payment(order)
+            return
         now = _now()
         if order.sent_at is None:
             order.sent_at = now
         if order.state is State.INTENT:
             order.state = State.SENT
         order.attempts += 1
-        self._count(CALLS_PLACE)
-        assert order.product_id is not None
-        assert order.type_id is not None
-        assert order.quantity is not None
         assert order.ref is not None
         try:
-            placed = await self.client.gift_cards.place_order(
-                order.product_id, order.type_id, order.quantity, order.ref
-            )
+            if order.kind is Kind.GIFT_CARD:
+                placed_id, recovered = await self._place_order(order)
+            else:
+                # An answer was lost: look the ref up first, and send again only if it is unknown.
+                if order.state is State.UNCERTAIN:
+                    if await self._found_by_ref(order):
+                        return
+                    await self._spend_token()
+                sent = await self._send_topup(order)
+                placed_id, recovered = sent.topup_id, sent.recovered
         except DuplicateRefError as exc:
-            if exc.order_id:
-                self._placed(order, exc.order_id, adopted=True)
+            existing = exc.order_id if order.kind is Kind.GIFT_CARD else exc.topup_id
+            if existing:
+                self._placed(order, existing, adopted=True)
             else:
                 await self._resolve_by_ref(order, exc)
         except PlacementUnknownError as exc:
@@ -828,27 +967,64 @@ class Tracker:
             else:
                 self._reject(order, exc)
         else:
-            self._placed(order, placed.order_id, adopted=placed.recovered)
+            self._placed(order, placed_id, adopted=recovered)
         finally:
             self._busy.discard(order.id)
             self._touch(order)
             self._queue(order)
 
+    async def _place_order(self, order: TrackedOrder) -> tuple[str, bool]:
+        """placeOrder with the intent's ref: the order's id, and whether it was recovered."""
+        self._count(CALLS_PLACE)
+        assert order.product_id is not None
+        assert order.type_id is not None
+        assert order.quantity is not None
+        placed = await self.client.gift_cards.place_order(
+            order.product_id, order.type_id, order.quantity, order.ref
+        )
+        return placed.order_id, placed.recovered
+
+    async def _send_topup(self, order: TrackedOrder) -> TopupSent:
+        """mobile/send or internet/send with the intent's parameters and ref."""
+        p = order.params
+        self._count(f"{CALLS_PREFIX}{order.kind.value}/send")
+        if order.kind is Kind.MOBILE:
+            return await self.client.mobile.send(
+                p["plan_code"], p["msisdn"], p.get("amount"), order.ref
+            )
+        return await self.client.internet.send(p["type"], p["number"], p["value"], order.ref)
+
+    async def _place_payment(self, order: TrackedOrder) -> None:
+        """A payment intent came due without its link: `create_payment` stopped before storing
+        the ref (a crash), or another process stored it meanwhile. No request: a link has no
+        ref to look it up by, and one made and never shown to a payer expires unpaid."""
+        try:
+            if order.id in self._creating:  # this process's create_payment is still at it
+                order.next_at = _now() + self.config.create_grace
+                return
+            stored = await self.store.load([order.id])
+            if stored and not stored[0].state.to_place:
+                _copy_into(order, stored[0])  # its creator stored the link: follow it
+                self._registered(order)
+                if order.state.settled:
+                    self._forget(order)
+                return
+            self._settle(order, State.REJECTED, "the payment link's creation did not finish "
+                         "(the process stopped before storing its ref); no payer was given "
+                         "that link")  # fmt: skip
+        finally:
+            self._busy.discard(order.id)
+            self._queue(order)
+
     def _placed(self, order: TrackedOrder, order_id: str, *, adopted: bool) -> None:
         now = _now()
-        order.order_id = order_id
-        order.state = State.PLACED
-        order.placed_at = now
-        order.started_at = now
-        order.attempts = 0
-        order.last_error = None
-        order.deadline = now + self.config.deadline
-        order.next_at = now + self.config.poll_interval
+        every = self.config.poll_interval if order.kind is Kind.GIFT_CARD else self.config.interval
+        _mark_placed(order, order_id, now, self._deadline_of(order.kind), every)
         self._by_order_id[order_id] = order
         self._take_early_hint(order)
         log.info(
-            "order placed id=%s order_id=%s ref=%s recovered=%s", order.id, order_id, order.ref,
-            adopted,
+            "order placed id=%s kind=%s order_id=%s ref=%s recovered=%s", order.id,
+            order.kind.value, order_id, order.ref, adopted,
         )  # fmt: skip
 
     def _place_later(self, order: TrackedOrder, exc: BaseException, *, uncertain: bool) -> None:
@@ -875,8 +1051,12 @@ class Tracker:
                     order.last_error)  # fmt: skip
 
     async def _resolve_by_ref(self, order: TrackedOrder, exc: BaseException) -> None:
-        """Find the order an earlier attempt with this ref may have created, in the list."""
+        """Find the order an earlier attempt with this ref may have created, in the list (a
+        top-up: by check-ref)."""
         assert order.ref is not None
+        if order.kind.is_topup:
+            await self._resolve_topup_by_ref(order, exc)
+            return
         start = (order.sent_at or order.created_at) - self.config.clock_skew
         window = (iso(start), iso(_now() + self.config.clock_skew))
         page, pages = 1, 1
@@ -900,11 +1080,50 @@ class Tracker:
             self._note_throttle(lookup)
             self._place_later(order, lookup, uncertain=True)
             return
+        self._not_found_by_ref(order, exc)
+
+    def _not_found_by_ref(self, order: TrackedOrder, exc: BaseException) -> None:
         if isinstance(exc, DuplicateRefError):
-            self._settle(order, State.NEEDS_OPERATOR, "the API says the ref is used, but no "
-                         "order with it was found in the list")  # fmt: skip
+            self._settle(order, State.NEEDS_OPERATOR, "the API says the ref is used, but "
+                         "nothing with it was found")  # fmt: skip
         else:
             self._reject(order, exc)
+
+    async def _resolve_topup_by_ref(self, order: TrackedOrder, exc: BaseException) -> None:
+        """After a refusal that follows a lost answer: the top-up the ref names, if any."""
+        try:
+            found = await self._found_by_ref(order)
+        except OneClickDZError as lookup:
+            self._note_throttle(lookup)
+            self._place_later(order, lookup, uncertain=True)
+            return
+        if not found:
+            self._not_found_by_ref(order, exc)
+
+    async def _found_by_ref(self, order: TrackedOrder) -> bool:
+        """check-ref: whether an earlier send with this ref created a top-up (then it is placed
+        and what the check says applied). Raises what the check raises, 404 aside."""
+        assert order.ref is not None
+        self._count(f"{CALLS_PREFIX}{order.kind.value}/check-ref")
+        try:
+            found = await self._topups(order.kind).check_ref(order.ref)
+        except NotFoundError:
+            return False
+        self._placed(order, found.id, adopted=True)
+        self._apply_topup(order, found, _now())
+        return True
+
+    def _topups(self, kind: Kind) -> AsyncMobile | AsyncInternet:
+        return self.client.mobile if kind is Kind.MOBILE else self.client.internet
+
+    def _deadline_of(self, kind: Kind) -> float:
+        """Seconds after placement before an open operation of this kind is flagged stuck."""
+        return self.config.payment_deadline if kind is Kind.PAYMENT else self.config.deadline
+
+    def _policy_of(self, kind: Kind) -> PollPolicy:
+        if kind is Kind.GIFT_CARD:
+            return self._policy
+        return self._payment_policy if kind is Kind.PAYMENT else self._topup_policy
 
     async def _spend_token(self) -> None:
         while (delay := self.budget.delay()) > 0:  # noqa: ASYNC110 - a timed wait, no event
@@ -913,23 +1132,39 @@ class Tracker:
 
     async def _check(self, order: TrackedOrder) -> None:
         assert order.order_id is not None
-        self._count(CALLS_CHECK)
-        self._count(CHECKED_BY_CHECK)
         asked = time.monotonic()
         try:
-            result = await self.client.gift_cards.check_order(order.order_id)
+            await self._check_once(order, order.order_id, asked)
         except NotFoundError as exc:
-            self._settle(order, State.NEEDS_OPERATOR, f"the API does not know this order "
-                         f"({_describe(exc)})")  # fmt: skip
+            self._settle(order, State.NEEDS_OPERATOR, f"the API does not know this "
+                         f"{order.kind.value} ({_describe(exc)})")  # fmt: skip
         except OneClickDZError as exc:
             self._note_throttle(exc)
             self._after_check(order, _now(), exc, asked)
-        else:
-            self._apply(order, result, _now(), asked)
         finally:
             self._busy.discard(order.id)
             self._touch_checked(order)
             self._queue(order)
+
+    async def _check_once(self, order: TrackedOrder, ident: str, asked: float) -> None:
+        """One check of the kind's own (checkOrder, check-id, checkPayment), applied."""
+        if order.kind is Kind.GIFT_CARD:
+            self._count(CALLS_CHECK)
+            self._count(CHECKED_BY_CHECK)
+            result = await self.client.gift_cards.check_order(ident)
+            self._apply(order, result, _now(), asked)
+        elif order.kind.is_topup:
+            self._count(f"{CALLS_PREFIX}{order.kind.value}/check-id")
+            topup = await self._topups(order.kind).check(ident)
+            self._apply_topup(order, topup, _now())
+        else:
+            self._count(CALLS_PREFIX + "ocpay/checkPayment")
+            try:
+                payment = await self.client.ocpay.check_payment(ident)
+            except PaymentLinkExpiredError as exc:  # 410: never paid, never payable
+                self._payment_final(order, "FAILED", {"expired": True, "message": exc.message})
+                return
+            self._apply_payment(order, payment, _now())
 
     async def _read_page(self, sweep: Sweep, number: int) -> None:
         window = sweep.window.params()
@@ -1052,8 +1287,12 @@ class Tracker:
     ) -> None:
         order.attempts += 1
         order.last_error = None if error is None else _describe(error)
+        if order.state.slow:  # waiting for hours, not seconds: a failed check waits as long
+            order.next_at = now + self._slow_interval(order)
+            return
         started = order.started_at if order.started_at is not None else now
-        pause = next_pause(self._policy, order.attempts, now - started, error, self._rand.random)
+        policy = self._policy_of(order.kind)
+        pause = next_pause(policy, order.attempts, now - started, error, self._rand.random)
         if pause is None:
             if not order.stuck:
                 log.warning("order stuck id=%s order_id=%s after %.0f s", order.id,
@@ -1079,6 +1318,91 @@ class Tracker:
             return 0.0
         del self._hint_at[order.id]  # answered: the API's truth stands, whatever the hint said
         return pause
+
+    def _slow_interval(self, order: TrackedOrder) -> float:
+        if order.state is State.QUEUED:
+            return self.config.queued_interval
+        return self.config.resolution_interval
+
+    def _apply_topup(
+        self, order: TrackedOrder, topup: MobileTopup | InternetTopup, now: float
+    ) -> None:
+        """What a check (or check-ref) tells about a top-up."""
+        if topup.created_at is not None:
+            order.order_time = topup.created_at.timestamp()
+        if not order.params:  # adopted: what it was sent with, as the API shows it
+            order.params = _topup_params(topup)
+        if topup.balance_amount and topup.status != "REFUNDED":
+            order.amount_charged = topup.balance_amount  # the debit: a refund's amount later
+        if not topup.is_final:
+            self._after_check(order, now, None)
+            return
+        order.status = str(topup.status)
+        order.details.update(_topup_details(topup))
+        sealer = self._checked_open()
+        card_code = topup.card_code if isinstance(topup, InternetTopup) else None
+        try:
+            outcome = TopupOutcome.from_topup(topup, debited=order.amount_charged)
+        except InconsistentOrderError as exc:
+            order.final_at = now
+            if card_code:
+                order.sealed_cards = sealer.seal_code(card_code, _context(order))
+            self._settle(order, State.NEEDS_OPERATOR, f"inconsistent top-up: {exc}")
+            return
+        if outcome.needs_resolution or outcome.queued:
+            self._wait_slowly(order, State.NEEDS_RESOLUTION if outcome.needs_resolution
+                              else State.QUEUED, now)  # fmt: skip
+            return
+        order.amount_charged = outcome.amount_charged
+        order.amount_refunded = outcome.amount_refunded
+        order.sealed_cards = sealer.seal_code(card_code, _context(order)) if card_code else None
+        self._finalised(order, now)
+
+    def _wait_slowly(self, order: TrackedOrder, state: State, now: float) -> None:
+        """UNKNOWN_ERROR or QUEUED: not delivered, checked again in an hour (or as set)."""
+        first = order.state is not state
+        order.state = state
+        order.stuck = False
+        order.attempts += 1
+        order.next_at = now + self._slow_interval(order)
+        if state is State.NEEDS_RESOLUTION:
+            order.last_error = ("UNKNOWN_ERROR: the API's operator must resolve it (FULFILLED or "
+                                "REFUNDED); not a refund")  # fmt: skip
+            if first:
+                log.error("top-up needs resolution id=%s topup_id=%s ref=%s: UNKNOWN_ERROR, "
+                          "not a refund; checked every %.0f s", order.id, order.order_id,
+                          order.ref, self.config.resolution_interval)  # fmt: skip
+        else:
+            order.last_error = None
+            if first:
+                log.info("recharge queued id=%s topup_id=%s: checked every %.0f s until it ends",
+                         order.id, order.order_id, self.config.queued_interval)  # fmt: skip
+
+    def _apply_payment(self, order: TrackedOrder, payment: Payment, now: float) -> None:
+        """What checkPayment tells about a link: PENDING goes on, CONFIRMED or FAILED ends it."""
+        if not payment.is_final:
+            self._after_check(order, now, None)
+            return
+        self._payment_final(order, str(payment.status), _payment_details(payment), now)
+
+    def _payment_final(
+        self, order: TrackedOrder, status: str, details: Mapping[str, Any], now: float | None = None
+    ) -> None:
+        order.status = status
+        order.details.update(details)
+        order.amount_charged = Decimal(0)
+        order.amount_refunded = Decimal(0)
+        self._finalised(order, _now() if now is None else now)
+
+    def _finalised(self, order: TrackedOrder, now: float) -> None:
+        """The final state (sealed card, amounts and details set): delivered after the flush."""
+        order.final_at = now
+        order.state = State.FINAL
+        order.stuck = False
+        order.last_error = None
+        order.next_at = now
+        log.info("order final id=%s kind=%s order_id=%s status=%s", order.id, order.kind.value,
+                 order.order_id, order.status)  # fmt: skip
 
     def _settle(self, order: TrackedOrder, state: State, reason: str | None) -> None:
         order.state = state
@@ -1310,19 +1634,122 @@ def _context(order: TrackedOrder) -> str:
 def _delivery(order: TrackedOrder, cards: tuple[Card, ...]) -> Delivery:
     assert order.order_id is not None
     assert order.status is not None
+    if order.kind is Kind.GIFT_CARD:
+        quantity, delivered = order.quantity or 0, len(cards)
+        refunded: Decimal | None = order.amount_refunded or Decimal(0)
+    else:  # one top-up or one payment: 1 when it reached its number, or was paid
+        quantity, delivered = 1, int(order.status in ("FULFILLED", "CONFIRMED"))
+        refunded = order.amount_refunded
     return Delivery(
         delivery_key=order.delivery_key,
         intent_id=order.id,
         order_id=order.order_id,
         status=order.status,
-        quantity=order.quantity or 0,
-        delivered=len(cards),
+        quantity=quantity,
+        delivered=delivered,
         price_per_card=order.price_per_card or Decimal(0),
         amount_charged=order.amount_charged or Decimal(0),
-        amount_refunded=order.amount_refunded or Decimal(0),
+        amount_refunded=refunded,
         meta=order.meta,
         cards=cards,
+        kind=order.kind,
+        params=order.params,
+        details=order.details,
     )
+
+
+def _intent_row(spec: Spec | PaymentSpec, now: float) -> TrackedOrder:
+    """A new intent of any kind, due now; top-ups and orders get a ref of their own."""
+    intent_id = _new_id()
+    row = TrackedOrder(
+        id=intent_id,
+        ref=None if spec.kind is Kind.PAYMENT else f"oct-{intent_id[4:]}",
+        product_id=None,
+        type_id=None,
+        quantity=None,
+        meta=dict(spec.meta),
+        state=State.INTENT,
+        created_at=now,
+        next_at=now,
+        kind=spec.kind,
+        params=spec.params(),
+    )
+    if isinstance(spec, IntentSpec):
+        row.product_id, row.type_id, row.quantity = spec.product_id, spec.type_id, spec.quantity
+    return row
+
+
+def _mark_placed(
+    order: TrackedOrder, order_id: str, now: float, deadline: float, interval: float
+) -> None:
+    """Its id (top-up id, link ref) is known: checks begin after `interval`."""
+    order.order_id = order_id
+    order.state = State.PLACED
+    order.placed_at = now
+    order.started_at = now
+    order.attempts = 0
+    order.last_error = None
+    order.deadline = now + deadline
+    order.next_at = now + interval
+
+
+def _copy_into(held: TrackedOrder, fresh: TrackedOrder) -> None:
+    """Make the row held in memory what `fresh` (written elsewhere) says, in place: the heaps
+    hold the object, and its entries go stale as its due time changes."""
+    for f in fields(TrackedOrder):
+        setattr(held, f.name, getattr(fresh, f.name))
+
+
+def _topup_params(topup: MobileTopup | InternetTopup) -> dict[str, Any]:
+    """An adopted top-up's parameters, as its check shows them."""
+    amount = None if topup.topup_amount is None else _plain(topup.topup_amount)
+    if isinstance(topup, MobileTopup):
+        return {"plan_code": topup.plan_code, "msisdn": topup.msisdn, "amount": amount}
+    return {"type": topup.type, "number": topup.number, "value": amount}
+
+
+def _topup_details(topup: MobileTopup | InternetTopup) -> dict[str, Any]:
+    """What a final top-up's view says besides its status: never the card code."""
+    details: dict[str, Any] = {}
+    if topup.topup_amount is not None:
+        details["topup_amount"] = _plain(topup.topup_amount)
+    if isinstance(topup, MobileTopup):
+        if topup.refund_message:
+            details["refund_message"] = topup.refund_message
+        if topup.suggested_offers:
+            details["suggested_offers"] = [
+                {"plan_code": o.plan_code, "typename": o.typename,
+                 "amount": None if o.amount is None else _plain(o.amount)}
+                for o in topup.suggested_offers
+            ]  # fmt: skip
+    else:
+        if topup.num_trans:
+            details["num_trans"] = topup.num_trans
+        if topup.date_traitement is not None:
+            details["date_traitement"] = iso(topup.date_traitement.timestamp())
+    return details
+
+
+def _payment_details(payment: Payment) -> dict[str, Any]:
+    """A final payment's message and, once CONFIRMED, its transaction (amounts as text)."""
+    details: dict[str, Any] = {"message": payment.message}
+    tx = payment.transaction_details
+    if tx is not None:
+        details.update(
+            paid=f"{tx.amount:.2f}",
+            fee=None if tx.fee is None else f"{tx.fee:.2f}",
+            net_amount=None if tx.net_amount is None else f"{tx.net_amount:.2f}",
+            transaction_ref=tx.transaction_ref,
+            payment_method=tx.payment_method,
+            completed_at=None if tx.completed_at is None else iso(tx.completed_at.timestamp()),
+            currency=tx.currency,
+        )
+    return details
+
+
+def _plain(value: Decimal) -> int | str:
+    """A whole amount as an int (as it was sent), else its text."""
+    return int(value) if value == value.to_integral_value() else str(value)
 
 
 def _describe(exc: BaseException) -> str:
