@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from oneclickdz import APIError, AsyncClient, Client
@@ -175,6 +176,29 @@ async def test_the_async_checkout_sells_too(oneclickdz_service: MerchantService)
 
 
 # -- the plugin itself ------------------------------------------------------------------------
+
+
+def test_the_shop_sells_top_ups_and_takes_payments_too(
+    oneclickdz_service: MerchantService,
+) -> None:
+    """A whole shop: a top-up left in UNKNOWN_ERROR is not a refund, a QUEUED recharge ends
+    when the clock moves, a payment link is paid on the service's page."""
+    client = oneclickdz_service.client
+    unknown = client.mobile.process("PREPAID_DJEZZY", "0700000003", amount=500, ref="t-1")
+    assert unknown.needs_resolution and not unknown.refunded
+    queued = client.internet.process("ADSL", "000000002", 1000, ref="t-2")
+    assert queued.queued
+    oneclickdz_service.advance(48 * 3600)
+    assert client.internet.check(queued.topup_id).status == "FULFILLED"
+    link = client.ocpay.create_link("Order 7", 1000)
+    before = client.account.balance().balance
+    # The payer's browser, in one form post.
+    page = httpx.get(link.payment_url, timeout=10)
+    token = page.text.split('name="token" value="', 1)[1].split('"', 1)[0]
+    httpx.post(link.payment_url, data={"token": token, "action": "pay", "method": "CIB"},
+               timeout=10)  # fmt: skip
+    assert client.ocpay.check_payment(link.payment_ref).status == "CONFIRMED"
+    assert client.account.balance().balance == before + Decimal("990")
 
 
 def test_the_plugin_is_registered_through_the_pytest11_entry_point(
