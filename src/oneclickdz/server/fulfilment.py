@@ -63,7 +63,6 @@ class Fulfilment:
         self._rng = rng
         self.lease = lease
         self.topup_scale = topup_scale  # `serve --topup-delay-scale`
-        self._topup_rng = random.Random(rng.getrandbits(64))  # top-up delays and cards
         # Who holds a lease: unique per process run, readable by an operator.
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._wake = asyncio.Event()
@@ -133,8 +132,10 @@ class Fulfilment:
             )
             if not claimed and not claimed_topups:
                 return total
-            for topup_id in claimed_topups:
-                await self._step_topup(topup_id)
+            if claimed_topups:
+                # Seeds are drawn on the loop, in due order (as for orders): a seeded run replays.
+                seeds = [self._rng.getrandbits(64) for _ in claimed_topups]
+                await asyncio.gather(*map(self._step_topup, claimed_topups, seeds))
             if not claimed:
                 continue
             total += len(claimed)
@@ -159,12 +160,12 @@ class Fulfilment:
         seeds = [self._rng.getrandbits(64) for _ in order_ids]
         await asyncio.gather(*(self._finish(o, s) for o, s in zip(order_ids, seeds, strict=True)))
 
-    async def _step_topup(self, topup_id: str) -> None:
+    async def _step_topup(self, topup_id: str, seed: int) -> None:
         """Move a claimed top-up one step; a failure leaves it to be claimed again."""
         try:
             moved = await self._store.write(
                 partial(topups.step, vault=self._vault, topup_id=topup_id, now=now_iso(),
-                        at=self.now(), rng=self._topup_rng, scale=self.topup_scale)
+                        at=self.now(), seed=seed, scale=self.topup_scale)
             )  # fmt: skip
         except Exception:
             log.exception("top-up step failed; retried when its lease ends",

@@ -196,8 +196,8 @@ def place(
 ) -> tuple[TopupRecord, int]:
     """Debit the charge and create the top-up, or refuse without changing anything; the top-up
     and the balance after the debit (in cents)."""
-    if existing := tx.topups.id_by_ref(key.account_id, key.env, cmd.kind, ref):
-        raise duplicated_ref(existing)
+    if existing := tx.topups.by_ref(key.account_id, key.env, cmd.kind, ref):
+        raise duplicated_ref(existing.id)
     debit, _ = _entry_types(cmd.kind)
     label = "mobile top-up" if cmd.kind is MOBILE else f"{cmd.plan_code} recharge"
     moved = ledger.move(
@@ -224,10 +224,10 @@ def place(
     try:
         tx.topups.add(topup)
     except Conflict:
-        existing = tx.topups.id_by_ref(key.account_id, key.env, cmd.kind, ref)
+        existing = tx.topups.by_ref(key.account_id, key.env, cmd.kind, ref)
         if existing is None:
             raise
-        raise duplicated_ref(existing) from None
+        raise duplicated_ref(existing.id) from None
     return topup, moved.new_balance_cents
 
 
@@ -265,11 +265,13 @@ def step(
     *,
     now: str,
     at: float,
-    rng: random.Random,
+    seed: int,
     scale: float,
 ) -> TopupRecord | None:
-    """Move a due top-up one step (`at`: the fulfilment clock; `rng`: delays and card codes).
-    None when it was not due to move (finished elsewhere), which makes a repeat harmless."""
+    """Move a due top-up one step (`at`: the fulfilment clock; `seed`: its delays and card,
+    drawn by the caller from the service's seeded generator). None when it was not due to
+    move (finished elsewhere), which makes a repeat harmless."""
+    rng = random.Random(seed)
     topup = tx.topups.lock(topup_id)
     if topup is None or topup.due_at is None or topup.status in RESTING:
         return None
