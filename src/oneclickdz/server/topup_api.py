@@ -115,8 +115,7 @@ class TopupApi:
         reader = self.store.reader()
         found: TopupRecord | None = None
         if ref is not None:
-            found_id = await reader.topups.id_by_ref(key.account_id, key.env, kind, ref)
-            found = None if found_id is None else await reader.topups.get(found_id)
+            found = await reader.topups.by_ref(key.account_id, key.env, kind, ref)
         elif topup_id is not None:
             found = await reader.topups.get(topup_id)
         if found is None or not _owned(found, key, kind):

@@ -140,8 +140,10 @@ class TopupReads(_Reads):
     async def get(self, topup_id: str) -> TopupRecord | None:
         return await self._run(lambda tx: tx.topups.get(topup_id))
 
-    async def id_by_ref(self, account_id: int, env: Env, kind: TopupKind, ref: str) -> str | None:
-        return await self._run(lambda tx: tx.topups.id_by_ref(account_id, env, kind, ref))
+    async def by_ref(
+        self, account_id: int, env: Env, kind: TopupKind, ref: str
+    ) -> TopupRecord | None:
+        return await self._run(lambda tx: tx.topups.by_ref(account_id, env, kind, ref))
 
     async def next_due(self, now: float) -> float | None:
         return await self._run(lambda tx: tx.topups.next_due(now))

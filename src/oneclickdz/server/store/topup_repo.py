@@ -139,12 +139,13 @@ class SqlTopups(_Sql):
         row = self._run(f"SELECT {_TOPUP_COLUMNS} FROM topups WHERE id = ?", (topup_id,)).fetchone()
         return None if row is None else topup_row(row)
 
-    def id_by_ref(self, account_id: int, env: Env, kind: TopupKind, ref: str) -> str | None:
+    def by_ref(self, account_id: int, env: Env, kind: TopupKind, ref: str) -> TopupRecord | None:
         row = self._run(
-            "SELECT id FROM topups WHERE account_id = ? AND env = ? AND kind = ? AND ref = ?",
+            f"SELECT {_TOPUP_COLUMNS} FROM topups "
+            "WHERE account_id = ? AND env = ? AND kind = ? AND ref = ?",
             (account_id, env, kind.value, ref),
         ).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else topup_row(row)
 
     def lock(self, topup_id: str) -> TopupRecord | None:
         row = self._run(
