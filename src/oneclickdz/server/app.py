@@ -10,7 +10,6 @@ enforced below the app, in `protocol`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,7 +30,7 @@ from oneclickdz.server.logs import new_request_id, request_id
 from oneclickdz.server.metrics import ServiceMetrics
 from oneclickdz.server.openapi import with_reference
 from oneclickdz.server.paypage import PayPage
-from oneclickdz.server.protocol import Limits, error_body
+from oneclickdz.server.protocol import BodyTooLarge, Limits, error_body, read_body
 from oneclickdz.server.store import KeyRecord, StoreBusy, TopupKind
 
 log = logging.getLogger("oneclickdz.server.app")
@@ -269,16 +268,10 @@ async def read_json(request: Request, limits: Limits, allow_empty: bool = False)
     """The request body as JSON: refused (413) when over `max_body_bytes`, before it is read
     whole when its length is declared; 408 unless it arrives whole within `body_timeout`.
     An empty body is None where `allow_empty` (the body is optional), else invalid JSON."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
-        raise _too_large(limits.max_body_bytes)
-    body = bytearray()
     try:
-        async with asyncio.timeout(limits.body_timeout):
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limits.max_body_bytes:
-                    raise _too_large(limits.max_body_bytes)
+        body = await read_body(request, limits.max_body_bytes, limits.body_timeout)
+    except BodyTooLarge:
+        raise _too_large(limits.max_body_bytes) from None
     except TimeoutError:
         raise ServiceError(
             408, "REQUEST_TIMEOUT",

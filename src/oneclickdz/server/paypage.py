@@ -19,7 +19,6 @@ the merchant wrote escaped. No API key: anyone holding the link may pay it, as w
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -37,7 +36,7 @@ from oneclickdz.server import payments
 from oneclickdz.server.logs import request_id
 from oneclickdz.server.payment_api import PaymentApi
 from oneclickdz.server.payments import PaymentRefused, Refusal
-from oneclickdz.server.protocol import Limits
+from oneclickdz.server.protocol import BodyTooLarge, Limits, read_body
 from oneclickdz.server.store import FeeMode, PaymentLinkRecord
 from oneclickdz.server.vault import Vault
 
@@ -213,16 +212,10 @@ class PayPage:
 
     async def _read_form(self, request: Request) -> dict[str, str] | None:
         """The urlencoded form's fields (the first value of each), or None when too large."""
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-            return None
-        body = bytearray()
         try:
-            async with asyncio.timeout(self.limits.body_timeout):
-                async for chunk in request.stream():
-                    body += chunk
-                    if len(body) > MAX_FORM_BYTES:
-                        return None
+            body = await read_body(request, MAX_FORM_BYTES, self.limits.body_timeout)
+        except BodyTooLarge:
+            return None
         except TimeoutError:
             return {}  # nothing usable arrived: refused as a form without its token
         try:

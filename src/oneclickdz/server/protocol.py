@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 import httptools
 import orjson
+from starlette.requests import Request
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from oneclickdz.server import config as defaults
@@ -64,6 +65,26 @@ class Limits:
             config.max_header_bytes, config.max_headers, config.max_body_bytes,
             config.header_timeout, config.body_timeout, config.keepalive_timeout,
         )  # fmt: skip
+
+
+class BodyTooLarge(Exception):
+    """A request body over its limit (refused before it is read whole when its length is
+    declared)."""
+
+
+async def read_body(request: Request, max_bytes: int, seconds: float) -> bytes:
+    """A request's whole body within `max_bytes` (else `BodyTooLarge`) and `seconds` (else
+    `TimeoutError`): the API's JSON and the pay page's form alike."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise BodyTooLarge
+    body = bytearray()
+    async with asyncio.timeout(seconds):
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_bytes:
+                raise BodyTooLarge
+    return bytes(body)
 
 
 def error_body(error: ServiceError, rid: str) -> bytes:
