@@ -57,11 +57,14 @@ def _drop(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def unavailable(reason: str) -> NoReturn:
-    """A service the calling test needs does not answer: skip it with one line, as the issue
-    asks, or fail when ONECLICKDZ_REQUIRE_POSTGRES=1 (CI), so CI can never skip it."""
-    if REQUIRED:
-        pytest.fail(f"ONECLICKDZ_REQUIRE_POSTGRES=1 but {reason}", pytrace=False)
+def unavailable(
+    reason: str, *, required: bool = REQUIRED, because: str = "ONECLICKDZ_REQUIRE_POSTGRES=1"
+) -> NoReturn:
+    """Something the calling test needs is not here (a service that does not answer, a
+    browser not installed): skip it with one line, as the issue asks, or fail when it is
+    `required` (in CI), so CI can never skip it; `because` says why it is required."""
+    if required:
+        pytest.fail(f"{because} but {reason}", pytrace=False)
     pytest.skip(reason)
 
 

@@ -23,6 +23,7 @@ import pytest
 
 from oneclickdz.server.paypage import REDIRECT_SECONDS
 from oneclickdz.server.testing import Service
+from tests import pg
 from tests.server.helpers import client, ok
 
 CHROMIUM = "/usr/bin/chromium"
@@ -33,13 +34,11 @@ WAIT = 10 + REDIRECT_SECONDS  # seconds, at most, for a page or the redirect to 
 
 
 def _unavailable(reason: str) -> NoReturn:
-    if REQUIRED:
-        pytest.fail(
-            f"{reason}: the browser test must run here (CI or ONECLICKDZ_REQUIRE_BROWSER is "
-            "set); `make install` installs Debian's chromium and chromium-driver",
-            pytrace=False,
-        )
-    pytest.skip(reason)
+    pg.unavailable(
+        f"{reason} (`make install` installs Debian's chromium and chromium-driver)",
+        required=REQUIRED,
+        because="the browser test must run here (CI or ONECLICKDZ_REQUIRE_BROWSER is set)",
+    )
 
 
 @pytest.fixture(scope="module")
