@@ -40,6 +40,7 @@ from oneclickdz import (
     PollPolicy,
     PollTimeoutError,
     TopupOutcome,
+    UnexpectedResponseError,
 )
 from oneclickdz.server.testing import MerchantService, free_port
 from tests.sdk_fixtures import (  # noqa: F401 - fixtures are found by name
@@ -418,6 +419,25 @@ async def test_async_groups_share_the_sync_behaviour(svc: MerchantService) -> No
 
 
 # ----------------------------------------------------------------- the documentation's variants
+
+
+def test_a_malformed_list_is_an_unexpected_response_that_names_no_code(
+    stub_api: StubAPI,
+) -> None:
+    """An internet list whose items break the model is the SDK's own error (not pydantic's),
+    and its message names the rule broken, never a value such as a card code."""
+    stub_api.raw["internet/list"] = envelope(
+        {
+            "topups": [{"_id": "t1", "card_code": "SECRET-CODE-1234"}],
+            "pagination": {"page": 1, "pageSize": 20, "totalPages": 1, "totalResults": 1},
+        }
+    )
+    with (
+        Client("k", base_url=stub_api.base_url) as c,
+        pytest.raises(UnexpectedResponseError) as info,
+    ):
+        c.internet.list()
+    assert "SECRET-CODE-1234" not in str(info.value)
 
 
 def test_the_documented_variants_parse(stub_api: StubAPI) -> None:

@@ -379,7 +379,12 @@ def decoder(
             raise _undecodable(response, model, exc) from None
         if not envelope.success:
             raise error_from_response(response)
-        return envelope.data if finish is None else finish(envelope, response)
+        if finish is None:
+            return envelope.data
+        try:
+            return finish(envelope, response)
+        except pydantic.ValidationError as exc:  # what a finisher reads again (a page's items)
+            raise _undecodable(response, model, exc) from None
 
     return decode
 
