@@ -14,9 +14,10 @@ top-up's view shows 0, so its refund is known only from an earlier check (`debit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from ._redact import mask
 from .errors import InconsistentOrderError
@@ -25,6 +26,8 @@ from .topup_models import InternetTopup, InternetTopupStatus, MobileTopup, Mobil
 __all__ = ["DebitWatch", "TopupOutcome"]
 
 Topup = MobileTopup | InternetTopup
+U = TypeVar("U", MobileTopup, InternetTopup)
+R = TypeVar("R")
 ZERO = Decimal(0)
 
 
@@ -151,6 +154,16 @@ class DebitWatch:
     def see(self, topup: Topup) -> None:
         if topup.balance_amount and topup.status != "REFUNDED":
             self.debited = topup.balance_amount
+
+    def before(self, on_update: Callable[[U], R] | None) -> Callable[[U], R | None]:
+        """A wait's on_update that sees each state, then hands it to `on_update` (if any) and
+        returns what that returns (an awaitable, for an async wait to await)."""
+
+        def seen(topup: U) -> R | None:
+            self.see(topup)
+            return None if on_update is None else on_update(topup)
+
+        return seen
 
 
 def _status(topup: Topup) -> MobileTopupStatus | InternetTopupStatus:

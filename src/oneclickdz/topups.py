@@ -113,12 +113,7 @@ class _Topups(Generic[S]):
         self, sent: TopupSent, policy: PollPolicy | None, on_update: Callable[[S], object] | None
     ) -> TopupOutcome:
         watch = DebitWatch()
-
-        def seen(topup: S) -> object:
-            watch.see(topup)
-            return None if on_update is None else on_update(topup)
-
-        final = self.wait(sent.topup_id, policy=policy, on_update=seen)
+        final = self.wait(sent.topup_id, policy=policy, on_update=watch.before(on_update))
         return TopupOutcome.from_topup(final, watch.debited)
 
 
@@ -313,12 +308,7 @@ class _AsyncTopups(Generic[S]):
         on_update: Callable[[S], Awaitable[object] | object] | None,
     ) -> TopupOutcome:
         watch = DebitWatch()
-
-        def seen(topup: S) -> Awaitable[object] | object:
-            watch.see(topup)
-            return None if on_update is None else on_update(topup)
-
-        final = await self.wait(sent.topup_id, policy=policy, on_update=seen)
+        final = await self.wait(sent.topup_id, policy=policy, on_update=watch.before(on_update))
         return TopupOutcome.from_topup(final, watch.debited)
 
 

@@ -318,15 +318,8 @@ def error_document(exc: BaseException, code: ExitCode) -> dict[str, Any]:
         )
     elif isinstance(exc, PlacementUnknownError):
         r = exc.request
-        if isinstance(r, PlaceOrderRequest):
-            error["request"] = {
-                "product_id": r.product_id,
-                "type_id": r.type_id,
-                "quantity": r.quantity,
-                "ref": r.ref,
-            }
-        elif dataclasses.is_dataclass(r) and not isinstance(r, type):
-            error["request"] = dataclasses.asdict(r)  # a top-up's send: no secret in it
+        if dataclasses.is_dataclass(r) and not isinstance(r, type):
+            error["request"] = dataclasses.asdict(r)  # an order's or a top-up's: no secret in it
     elif isinstance(exc, InconsistentOrderError):
         error.update(order_id=exc.order.id, status=str(exc.order.status), problem=exc.problem)
     placed = getattr(exc, ORDER_ID_ATTR, None)

@@ -23,9 +23,20 @@ from typing import Any
 
 import httpx
 
-from oneclickdz import AsyncClient, FeeMode, OneClickDZError, Payment, PollPolicy, TopupOutcome
+from oneclickdz import (
+    AsyncClient,
+    FeeMode,
+    InternetTopup,
+    MobileTopup,
+    OneClickDZError,
+    Payment,
+    PollPolicy,
+    TopupOutcome,
+    TopupSent,
+)
 from oneclickdz.polling import PollRun
 from oneclickdz.topup_outcome import DebitWatch
+from oneclickdz.topups import AsyncInternet, AsyncMobile
 
 from ._payer import PayPageAnswer, submit_async
 from ._render import jsonable, money, money_text
@@ -130,7 +141,7 @@ def _ref(name: str) -> str:
     return f"demo-{name}-{uuid.uuid4().hex[:12]}"
 
 
-def _settle(step: Step, outcome: TopupOutcome, sent: Any) -> None:
+def _settle(step: Step, outcome: TopupOutcome, sent: TopupSent) -> None:
     charged = outcome.amount_charged if outcome.amount_charged is not None else Decimal(0)
     step.status = outcome.status.value
     step.change = -charged
@@ -142,32 +153,35 @@ def _settle(step: Step, outcome: TopupOutcome, sent: Any) -> None:
     step.lines = outcome_text(outcome, show_codes=False, hint=False)
 
 
-async def _mobile(client: AsyncClient, step: Step, display: Display, policy: PollPolicy) -> None:
-    plan, msisdn, amount = MOBILE
-    sent = await client.mobile.send(plan, msisdn, amount, _ref(step.name))
-    row = display.follow(sent.topup_id, policy, label=step.name, noun="mobile top-up")
+async def _follow(
+    group: AsyncMobile | AsyncInternet,
+    sent: TopupSent,
+    step: Step,
+    display: Display,
+    policy: PollPolicy,
+) -> None:
+    """Wait for a sent top-up on its row, then settle the step with its checked outcome."""
+    row = display.follow(sent.topup_id, policy, label=step.name, noun=f"{step.name} top-up")
     debits = DebitWatch()
-    topup = await watch_async(
+    topup: MobileTopup | InternetTopup = await watch_async(
         row,
-        lambda on_check: client.mobile.wait(
+        lambda on_check: group.wait(
             sent.topup_id, policy=policy, on_update=debits.see, on_check=on_check
         ),
     )
     _settle(step, TopupOutcome.from_topup(topup, debits.debited), sent)
+
+
+async def _mobile(client: AsyncClient, step: Step, display: Display, policy: PollPolicy) -> None:
+    plan, msisdn, amount = MOBILE
+    sent = await client.mobile.send(plan, msisdn, amount, _ref(step.name))
+    await _follow(client.mobile, sent, step, display, policy)
 
 
 async def _internet(client: AsyncClient, step: Step, display: Display, policy: PollPolicy) -> None:
     kind, number, value = INTERNET
     sent = await client.internet.send(kind, number, value, _ref(step.name))
-    row = display.follow(sent.topup_id, policy, label=step.name, noun="internet top-up")
-    debits = DebitWatch()
-    topup = await watch_async(
-        row,
-        lambda on_check: client.internet.wait(
-            sent.topup_id, policy=policy, on_update=debits.see, on_check=on_check
-        ),
-    )
-    _settle(step, TopupOutcome.from_topup(topup, debits.debited), sent)
+    await _follow(client.internet, sent, step, display, policy)
 
 
 async def _payment(client: AsyncClient, step: Step, display: Display, policy: PollPolicy) -> None:

@@ -81,17 +81,29 @@ def _fields(form: PayForm, action: str, method: str | None) -> dict[str, str]:
     return fields
 
 
+def _post_for(
+    url: str, page: httpx.Response, action: str, method: str | None
+) -> tuple[str, dict[str, str]] | PayPageAnswer:
+    """Where the page's form posts and what, or the page itself when it has no form to submit."""
+    form, heading = read_page(page.text)
+    if page.status_code != 200 or form.action is None:
+        return PayPageAnswer(page.status_code, heading)
+    return urljoin(url, form.action), _fields(form, action, method)
+
+
+def _answer(done: httpx.Response) -> PayPageAnswer:
+    return PayPageAnswer(done.status_code, read_page(done.text)[1])
+
+
 async def submit_async(
     url: str, *, action: str = "pay", method: str | None = None, http_timeout: float = 10.0
 ) -> PayPageAnswer:
     """Open the payment page at `url` and press its Pay (or Cancel) button."""
     async with httpx.AsyncClient(timeout=http_timeout) as http:
-        page = await http.get(url)
-        form, heading = read_page(page.text)
-        if page.status_code != 200 or form.action is None:
-            return PayPageAnswer(page.status_code, heading)
-        done = await http.post(urljoin(url, form.action), data=_fields(form, action, method))
-    return PayPageAnswer(done.status_code, read_page(done.text)[1])
+        post = _post_for(url, await http.get(url), action, method)
+        if isinstance(post, PayPageAnswer):
+            return post
+        return _answer(await http.post(post[0], data=post[1]))
 
 
 def submit(
@@ -99,9 +111,7 @@ def submit(
 ) -> PayPageAnswer:
     """`submit_async` for a caller without an event loop."""
     with httpx.Client(timeout=http_timeout) as http:
-        page = http.get(url)
-        form, heading = read_page(page.text)
-        if page.status_code != 200 or form.action is None:
-            return PayPageAnswer(page.status_code, heading)
-        done = http.post(urljoin(url, form.action), data=_fields(form, action, method))
-    return PayPageAnswer(done.status_code, read_page(done.text)[1])
+        post = _post_for(url, http.get(url), action, method)
+        if isinstance(post, PayPageAnswer):
+            return post
+        return _answer(http.post(post[0], data=post[1]))

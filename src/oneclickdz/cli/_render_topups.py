@@ -171,7 +171,7 @@ def outcome_text(outcome: TopupOutcome, show_codes: bool, *, hint: bool = True) 
 
 def plans_rows(plans: MobilePlans) -> list[list[str]]:
     rows = []
-    for plan in (*plans.dynamic_plans, *plans.fixed_plans):
+    for plan in plans.all():
         if plan.is_dynamic:
             low, high = money_text(plan.min_amount), money_text(plan.max_amount)
             amount = f"{low} - {high}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -29,7 +29,7 @@ from oneclickdz import (
     TopupOutcome,
     TopupSent,
 )
-from oneclickdz._endpoints import PageWalk
+from oneclickdz.client import _iterate
 from oneclickdz.topup_outcome import DebitWatch
 from oneclickdz.topups import Internet, Mobile
 
@@ -131,6 +131,11 @@ def _noun(kind: str) -> str:
     return f"{kind} top-up"
 
 
+def _group(client: Client, kind: str) -> Group:
+    """`client.mobile` or `client.internet`."""
+    return client.mobile if kind == "mobile" else client.internet
+
+
 def report_topup(
     s: Settings,
     topup: Topup,
@@ -183,7 +188,7 @@ def send_and_report(
     s: Settings,
     client: Client,
     kind: str,
-    send: Any,
+    send: Callable[[], TopupSent],
     again: str,
     wait: bool,
     policy: PollPolicy,
@@ -192,9 +197,8 @@ def send_and_report(
     """`send()` the top-up; print what was sent, or with `wait` follow it to its outcome.
 
     `again` is the command that sends it again with the same ref (the way to reconcile)."""
-    group: Group = client.mobile if kind == "mobile" else client.internet
     try:
-        sent: TopupSent = send()
+        sent = send()
     except PlacementUnknownError as exc:
         note_resume(exc, again)
         raise
@@ -202,7 +206,8 @@ def send_and_report(
         s.emit({"sent": sent_json(sent)}, lambda out: out.line(sent_text(kind, sent)))
         return
     try:
-        topup, debited = follow(s, group, kind, sent.topup_id, policy, sent_text(kind, sent))
+        intro = sent_text(kind, sent)
+        topup, debited = follow(s, _group(client, kind), kind, sent.topup_id, policy, intro)
     except (PollTimeoutError, typer.Exit):
         raise  # a poll timeout names the top-up already
     except Exception as exc:
@@ -218,7 +223,7 @@ def check_and_report(
     if (topup_id is None) == (ref is None):
         fail("give the top-up id or --ref REF (one of them)")
     with s.client() as client:
-        group: Group = client.mobile if kind == "mobile" else client.internet
+        group = _group(client, kind)
         topup = group.check(topup_id) if topup_id is not None else group.check_ref(ref or "")
     report_topup(s, topup, show_codes)
 
@@ -227,15 +232,8 @@ def wait_and_report(
     s: Settings, kind: str, topup_id: str, policy: PollPolicy, show_codes: bool = False
 ) -> None:
     with s.client() as client:
-        group: Group = client.mobile if kind == "mobile" else client.internet
-        topup, debited = follow(s, group, kind, topup_id, policy)
+        topup, debited = follow(s, _group(client, kind), kind, topup_id, policy)
     report_topup(s, topup, show_codes, debited=debited)
-
-
-def _every(group: Group, page_size: int, from_: str | None, to: str | None) -> Iterator[Topup]:
-    walk = PageWalk()
-    while walk.next is not None:
-        yield from walk.take(group.list(walk.next, page_size=page_size, from_=from_, to=to))
 
 
 def list_and_report(
@@ -249,10 +247,10 @@ def list_and_report(
     show_codes: bool = False,
 ) -> None:
     with s.client() as client:
-        group: Group = client.mobile if kind == "mobile" else client.internet
+        group = _group(client, kind)
         result: Page[Any] = one_or_all_pages(
             all_pages,
-            lambda: _every(group, page_size, from_, to),
+            lambda: _iterate(lambda n: group.list(n, page_size=page_size, from_=from_, to=to)),
             lambda: group.list(page, page_size=page_size, from_=from_, to=to),
         )
     doc: dict[str, Any] = {

@@ -203,21 +203,17 @@ def _reason(exc: OneClickDZError) -> str:
 
 
 def wait_for(client: Client, order_id: str, policy: PollPolicy, row: Row) -> Order:
-    """Wait through the SDK, showing every check (failed ones included) on `row`."""
-    try:
-        return client.gift_cards.wait(order_id, policy=policy, on_check=row.on_check)
-    except BaseException as exc:
-        row.gave_up(_why(exc))
-        raise
+    """Wait for an order through the SDK, showing every check (failed ones included) on `row`."""
+    return watch(
+        row, lambda on_check: client.gift_cards.wait(order_id, policy=policy, on_check=on_check)
+    )
 
 
 async def wait_for_async(client: AsyncClient, order_id: str, policy: PollPolicy, row: Row) -> Order:
     """`wait_for` for an AsyncClient."""
-    try:
-        return await client.gift_cards.wait(order_id, policy=policy, on_check=row.on_check)
-    except BaseException as exc:
-        row.gave_up(_why(exc))
-        raise
+    return await watch_async(
+        row, lambda on_check: client.gift_cards.wait(order_id, policy=policy, on_check=on_check)
+    )
 
 
 def watch(row: Row, wait: Callable[[OnCheck], T]) -> T:
