@@ -444,6 +444,42 @@ async def test_a_payment_link_is_recorded_before_it_is_created_and_never_left_ha
         ]
 
 
+async def test_a_stored_link_is_never_closed_over_as_abandoned(store_url: str) -> None:
+    """A creator storing its link and a runner closing the intent as abandoned both write only
+    an unplaced row (`publish`): the second is refused and changes nothing, so a link handed to
+    a payer is never overwritten as rejected (and the runner follows it instead)."""
+    store = open_store(store_url)
+    await store.open()
+    try:
+        now = time.time()
+        intent = TrackedOrder(
+            id="trk_" + "1" * 24, ref=None, product_id=None, type_id=None, quantity=None,
+            meta={}, state=State.INTENT, created_at=now, next_at=now, kind=Kind.PAYMENT,
+            params={"title": "Order 12", "amount": 900},
+        )  # fmt: skip
+        await store.insert([intent])
+        url = "https://pay.example/OCPL-A1B2C3-D4E5"
+        placed = replace(
+            intent, state=State.PLACED, order_id="OCPL-A1B2C3-D4E5", details={"payment_url": url}
+        )
+        closed = replace(intent, state=State.REJECTED, last_error="abandoned")
+        before = await store.revision()
+        assert await store.publish(placed)
+        after = await store.revision()
+        assert after > before  # a running tracker sees the link
+        assert not await store.publish(closed)
+        assert await store.revision() == after  # nothing written: nothing to reload
+        row = await store.get(intent.id)
+        assert row is not None
+        assert (row.state, row.order_id, row.last_error, row.payment_url) == (
+            State.PLACED, "OCPL-A1B2C3-D4E5", None, url
+        )  # fmt: skip
+        assert [o.id for o in await store.select(kind=Kind.PAYMENT)] == [intent.id]
+        assert await store.select(kind=Kind.MOBILE) == []
+    finally:
+        await store.close()
+
+
 # --------------------------------------------------------------------------- migrations
 
 # The SQLite schema before top-ups (version 1: no `kind`, `params`, `details`).

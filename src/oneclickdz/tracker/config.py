@@ -91,26 +91,21 @@ class TrackerConfig:
     @property
     def policy(self) -> PollPolicy:
         """The checks of a gift-card order (`poll_interval` apart, up to `deadline`)."""
-        every = self.poll_interval
-        return PollPolicy(
-            interval=every, max_attempts=None, timeout=self.deadline, max_interval=max(60.0, every)
-        )
+        return _checks(self.poll_interval, self.deadline)
 
     @property
     def topup_policy(self) -> PollPolicy:
         """The checks of a top-up: every `interval`, up to `deadline` (no webhooks for them)."""
-        every = self.interval
-        return PollPolicy(
-            interval=every, max_attempts=None, timeout=self.deadline, max_interval=max(60.0, every)
-        )
+        return _checks(self.interval, self.deadline)
 
     @property
     def payment_policy(self) -> PollPolicy:
         """The checks of a payment link: every `interval`, up to `payment_deadline`."""
-        every = self.interval
-        return PollPolicy(
-            interval=every,
-            max_attempts=None,
-            timeout=self.payment_deadline,
-            max_interval=max(60.0, every),
-        )
+        return _checks(self.interval, self.payment_deadline)
+
+
+def _checks(every: float, timeout: float) -> PollPolicy:
+    """A fixed pause of `every` seconds between checks, up to `timeout` seconds in all."""
+    return PollPolicy(
+        interval=every, max_attempts=None, timeout=timeout, max_interval=max(60.0, every)
+    )

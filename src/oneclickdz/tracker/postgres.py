@@ -357,7 +357,8 @@ class PostgresTrackerStore(TrackerStore):
         params["to_place"] = _TO_PLACE
         async with self._write, self._p.connection() as conn, conn.transaction():
             written = await self._each(conn, _PUBLISH, [params])
-            await self._bump(conn)
+            if written:
+                await self._bump(conn)
         return bool(written)
 
     def _mark_params(self, o: TrackedOrder) -> dict[str, Any]:
@@ -464,7 +465,11 @@ class PostgresTrackerStore(TrackerStore):
         return None if row is None else _order(row)
 
     async def select(
-        self, states: Collection[State] | None = None, *, stuck: bool | None = None
+        self,
+        states: Collection[State] | None = None,
+        *,
+        stuck: bool | None = None,
+        kind: Kind | None = None,
     ) -> list[TrackedOrder]:
         where: list[str] = []
         params: list[Any] = []
@@ -474,6 +479,9 @@ class PostgresTrackerStore(TrackerStore):
         if stuck is not None:
             where.append("stuck = %s")
             params.append(stuck)
+        if kind is not None:
+            where.append("kind = %s")
+            params.append(kind.value)
         sql = _SELECT + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY seq"
         async with self._p.connection() as conn:
             cur = await conn.execute(sql, params)

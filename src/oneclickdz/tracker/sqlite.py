@@ -125,6 +125,19 @@ def _migrate(c: sqlite3.Connection) -> None:
         c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
+def _dump(value: dict[str, Any]) -> str:
+    """A top-up's or a link's params or details as JSON; a gift-card order's are always empty,
+    and every save writes them: no encoder call for those (its hot path)."""
+    return json.dumps(value) if value else "{}"
+
+
+def _load(text: str) -> dict[str, Any]:
+    if text == "{}":
+        return {}
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
 def _dec(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
 
@@ -139,7 +152,7 @@ def _row(order: TrackedOrder) -> tuple[Any, ...]:
         None if o.amount_refunded is None else str(o.amount_refunded),
         o.sealed_cards, o.sent_at, o.placed_at, o.final_at, o.delivered_at, o.attempts,
         o.started_at, o.next_at, o.deadline, int(o.stuck), o.delivery_attempts, o.last_error,
-        int(o.adopted), o.kind.value, json.dumps(o.params), json.dumps(o.details),
+        int(o.adopted), o.kind.value, _dump(o.params), _dump(o.details),
     )  # fmt: skip
 
 
@@ -152,7 +165,7 @@ def _changes(o: TrackedOrder) -> tuple[Any, ...]:
         None if o.amount_refunded is None else str(o.amount_refunded),
         o.sealed_cards, o.sent_at, o.placed_at, o.final_at, o.delivered_at, o.attempts,
         o.started_at, o.next_at, o.deadline, int(o.stuck), o.delivery_attempts, o.last_error,
-        json.dumps(o.params), json.dumps(o.details), o.id,
+        _dump(o.params), _dump(o.details), o.id,
     )  # fmt: skip
 
 
@@ -181,8 +194,8 @@ def _order(row: Sequence[Any]) -> TrackedOrder:
         sealed_cards=sealed, sent_at=sent_at, placed_at=placed_at, final_at=final_at,
         delivered_at=delivered_at, attempts=attempts, started_at=started_at, next_at=next_at,
         deadline=deadline, stuck=bool(stuck), delivery_attempts=delivery_attempts,
-        last_error=last_error, adopted=bool(adopted), kind=Kind(kind), params=json.loads(params),
-        details=json.loads(details),
+        last_error=last_error, adopted=bool(adopted), kind=Kind(kind), params=_load(params),
+        details=_load(details),
     )  # fmt: skip
 
 
@@ -310,7 +323,8 @@ class SQLiteTrackerStore(TrackerStore):
         async with self._tx_lock:
             with self._tx(fsync=True) as c:
                 written = c.execute(_PUBLISH, (*_changes(order), *_TO_PLACE)).rowcount
-                self._bump(c)
+                if written:
+                    self._bump(c)
         return written == 1
 
     async def deliver(self, order: TrackedOrder, effect: TxEffect | None = None) -> None:
@@ -335,7 +349,11 @@ class SQLiteTrackerStore(TrackerStore):
         return None if row is None else _order(row)
 
     async def select(
-        self, states: Collection[State] | None = None, *, stuck: bool | None = None
+        self,
+        states: Collection[State] | None = None,
+        *,
+        stuck: bool | None = None,
+        kind: Kind | None = None,
     ) -> list[TrackedOrder]:
         where: list[str] = []
         params: list[Any] = []
@@ -345,6 +363,9 @@ class SQLiteTrackerStore(TrackerStore):
         if stuck is not None:
             where.append("stuck = ?")
             params.append(int(stuck))
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind.value)
         sql = _SELECT + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY rowid"
         return [_order(row) for row in self._c.execute(sql, params)]
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .model import State, TrackedOrder
+from .model import Kind, State, TrackedOrder
 
 __all__ = [
     "DEFAULT_STORE_URL",
@@ -103,10 +103,12 @@ class TrackerStore(abc.ABC):
     @abc.abstractmethod
     async def publish(self, order: TrackedOrder) -> bool:
         """Write a row that was changed outside the run (a payment link just created for its
-        intent, or refused), fsynced, and bump the revision so that a running tracker sees it.
+        intent, or refused; or an abandoned intent closed), fsynced, and bump the revision so
+        that a running tracker sees it.
 
         Written only while the stored row is still to be placed (whoever holds its lease: the
-        runner that holds it reloads it when it comes due); False when it was not.
+        runner that holds it reloads it when it comes due); False (nothing written, no bump)
+        when it was not: of a creator and a runner closing the same intent, the second loses.
         """
 
     @abc.abstractmethod
@@ -147,9 +149,13 @@ class TrackerStore(abc.ABC):
 
     @abc.abstractmethod
     async def select(
-        self, states: Collection[State] | None = None, *, stuck: bool | None = None
+        self,
+        states: Collection[State] | None = None,
+        *,
+        stuck: bool | None = None,
+        kind: Kind | None = None,
     ) -> list[TrackedOrder]:
-        """Rows in these states (all when None), oldest first."""
+        """Rows in these states (all when None), of this kind (any when None), oldest first."""
 
     @abc.abstractmethod
     async def unsettled_ids(self) -> set[str]:

@@ -49,7 +49,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self
@@ -471,11 +471,9 @@ class Tracker:
             states = [State(state)]
         else:
             states = list(state)
-        rows = await self.store.select(states, stuck=stuck)
-        if kind is not None:
-            wanted = Kind(kind)
-            rows = [row for row in rows if row.kind is wanted]
-        return rows
+        return await self.store.select(
+            states, stuck=stuck, kind=None if kind is None else Kind(kind)
+        )
 
     async def reveal(self, ident: str) -> tuple[Card, ...]:
         """The cards of a final order, in clear. Logged (without the codes)."""
@@ -783,11 +781,10 @@ class Tracker:
         if not rows:
             return
         now = _now()
-        placed = [o for o in rows if o.state is State.PLACED]
         # After a restart, spread the first checks so they do not all go out at once.
         width = self.config.restart_spread if spread else 0.0
         for order in rows:
-            if order in placed and width:
+            if order.state is State.PLACED and width:
                 order.next_at = max(order.next_at, now + self._rand.uniform(0, width))
             self._admit(order)
         if rows:
@@ -997,21 +994,32 @@ class Tracker:
     async def _place_payment(self, order: TrackedOrder) -> None:
         """A payment intent came due without its link: `create_payment` stopped before storing
         the ref (a crash), or another process stored it meanwhile. No request: a link has no
-        ref to look it up by, and one made and never shown to a payer expires unpaid."""
+        ref to look it up by, and one made and never shown to a payer expires unpaid.
+
+        Closed with the store's conditional write (`publish`: only while still unplaced), as
+        its creator stores the link: whichever comes second is refused, so a link handed to a
+        payer is never overwritten as rejected."""
         try:
             if order.id in self._creating:  # this process's create_payment is still at it
                 order.next_at = _now() + self.config.create_grace
                 return
-            stored = await self.store.load([order.id])
-            if stored and not stored[0].state.to_place:
-                _copy_into(order, stored[0])  # its creator stored the link: follow it
-                self._registered(order)
-                if order.state.settled:
-                    self._forget(order)
+            closed = replace(
+                order, state=State.REJECTED, last_error="the payment link's creation did not "
+                "finish (the process stopped before storing its ref); no payer was given that "
+                "link",
+            )  # fmt: skip
+            if await self.store.publish(closed):
+                _copy_into(order, closed)
+                self._forget(order)
                 return
-            self._settle(order, State.REJECTED, "the payment link's creation did not finish "
-                         "(the process stopped before storing its ref); no payer was given "
-                         "that link")  # fmt: skip
+            stored = await self.store.load([order.id])  # its creator stored the link: follow it
+            if not stored:
+                self._forget(order)
+                return
+            _copy_into(order, stored[0])
+            self._registered(order)
+            if order.state.settled:
+                self._forget(order)
         finally:
             self._busy.discard(order.id)
             self._queue(order)
